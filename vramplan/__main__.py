@@ -1,0 +1,5 @@
+"""``python -m vramplan``."""
+
+from .cli.main import main
+
+raise SystemExit(main())

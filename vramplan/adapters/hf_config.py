@@ -1,0 +1,87 @@
+"""Hugging Face ``config.json`` dict -> ``ModelSpec``: the entry point and the family dispatch.
+
+Owns ``model_from_config``: which parser handles a ``model_type`` (decoder families in ``hf_decoder``,
+VLMs in ``hf_vlm``, towers in ``hf_vision``), the unknown-family error, and the default lookup of tower
+configs that a VLM config only names (``vramplan/registry/towers/*.json``). It reads dicts only: it never
+downloads, imports transformers or executes remote code (``auto_map`` entries are ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..core.errors import SpecError
+from ..core.model import ModelSpec
+from ._config import Cfg
+from .hf_decoder import DECODER_FAMILIES, build_decoder
+from .hf_vision import TOWER_TYPES
+from .hf_vlm import (
+    VLM_TYPES,
+    TowerResolver,
+    VLMParts,
+    build_llava_hf,
+    build_llava_original,
+    build_mgm,
+    build_qwen2_vl,
+    mgm_backbone,
+)
+
+
+def supported_model_types() -> tuple[str, ...]:
+    """Every ``model_type`` ``model_from_config`` accepts (sorted)."""
+    return tuple(sorted(set(DECODER_FAMILIES) | set(VLM_TYPES)))
+
+
+def _default_resolver(ref: str) -> Mapping[str, Any] | None:
+    """Tower configs shipped with vramplan (``vramplan.registry.towers``)."""
+    from ..registry.towers import find_tower_config
+
+    return find_tower_config(ref)
+
+
+def _vlm(c: Cfg, model_type: str, resolve: TowerResolver) -> VLMParts | None:
+    backbone = mgm_backbone(c.data)
+    if backbone is not None:
+        return build_mgm(c, backbone, resolve)
+    if model_type == "qwen2_vl":
+        return build_qwen2_vl(c)
+    if model_type in ("llava", "llava_llama", "llava_mistral"):
+        if c.has("text_config") or (model_type == "llava" and not c.has("mm_vision_tower")):
+            return build_llava_hf(c)
+        return build_llava_original(c, model_type, resolve)
+    return None
+
+
+def model_from_config(config: Mapping[str, Any], name: str = "custom", source: str = "", *,
+                      resolve_tower: TowerResolver | None = None) -> ModelSpec:
+    """Parse a ``config.json`` dict into a ``ModelSpec`` with exact parameter counts.
+
+    ``resolve_tower`` maps a tower reference (``mm_vision_tower``) to its config dict; the default looks
+    in vramplan's tower registry. Raises ``SpecError`` for an unknown ``model_type`` (listing the
+    supported ones), a missing required key (naming it) or inconsistent values.
+    """
+    c = Cfg(config, "config")
+    model_type = str(c.raw("model_type") or "").lower()
+    if not model_type:
+        raise SpecError("config: required key 'model_type' is missing; supported: "
+                        + ", ".join(supported_model_types()))
+    if model_type in TOWER_TYPES and model_type != "qwen2_vl":
+        raise SpecError(f"config.model_type={model_type!r} is a vision tower, not a language model; "
+                        "use vramplan.adapters.tower_from_config for it")
+    resolve = resolve_tower or _default_resolver
+    parts = _vlm(c, model_type, resolve)
+    if parts is None:
+        if model_type not in DECODER_FAMILIES:
+            raise SpecError(f"config.model_type={model_type!r} is not supported; supported: "
+                            + ", ".join(supported_model_types()))
+        build = build_decoder(c, model_type)
+        towers, connectors, image_tokens, notes = (), (), 0, ()
+    else:
+        build, towers, connectors = parts.build, parts.towers, parts.connectors
+        image_tokens, notes = parts.image_tokens, parts.notes
+    return ModelSpec(
+        name=name, model_type=model_type, decoder=build.decoder, towers=towers, connectors=connectors,
+        image_tokens=image_tokens, source=source, moe_block_class=build.moe_block_class,
+        decoder_layer_class=build.decoder_layer_class, notes=tuple(build.notes) + tuple(notes),
+    )

@@ -1,0 +1,274 @@
+"""Decoder LLM families: one Hugging Face ``config.json`` (text part) -> ``DecoderSpec``.
+
+Owns the per-family rules that make parameter counts exact: which projections carry a bias, q/k
+norms, head_dim defaults, tied embeddings, norms per layer, and which layers hold the MoE block.
+Each builder names the transformers module it mirrors (transformers 5.x ``models/<family>/modeling_*.py``;
+the counts are the same as in 4.4x, where experts were separate ``nn.Linear`` modules).
+Imports only ``vramplan.core`` and ``._config``; never torch or transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from ..core.errors import SpecError
+from ..core.model import AttentionSpec, DecoderSpec, MLASpec, MoESpec
+from ._config import Cfg
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderBuild:
+    """A parsed decoder and the transformers class names the estimator needs."""
+
+    decoder: DecoderSpec
+    decoder_layer_class: str
+    moe_block_class: str = ""
+    notes: tuple[str, ...] = ()
+
+
+# Values transformers' config classes use when a key is absent. Applied only to nested sub-configs
+# (llava-hf ``text_config`` is saved as a diff against LlamaConfig defaults); a top-level config must
+# name its shape keys.
+SUBCONFIG_DEFAULTS: dict[str, dict[str, object]] = {
+    "llama": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+              "num_hidden_layers": 32, "num_attention_heads": 32},
+    "mistral": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8},
+    "qwen2": {"vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016,
+              "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32},
+}
+
+
+def _base(c: Cfg) -> tuple[int, int, int, int, int, int]:
+    """hidden, layers, vocab, heads, kv heads, intermediate (validated positive)."""
+    c.positive("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads")
+    heads = c.int("num_attention_heads")
+    kv = c.int("num_key_value_heads", default=heads)
+    return (c.int("hidden_size"), c.int("num_hidden_layers"), c.int("vocab_size"), heads, kv,
+            c.int("intermediate_size"))
+
+
+def _head_dim(c: Cfg, hidden: int, heads: int, default: int | None = None) -> int:
+    """``head_dim`` from the config; else the family default; else hidden // heads."""
+    value = c.opt_int("head_dim")
+    if value is not None:
+        return value
+    return default if default is not None else hidden // heads
+
+
+def _sliding(c: Cfg, *, needs_flag: bool) -> int | None:
+    """Sliding-window width (Qwen2/Qwen3 use it only with ``use_sliding_window``)."""
+    if needs_flag and not c.bool("use_sliding_window", False):
+        return None
+    return c.opt_int("sliding_window")
+
+
+def _moe_layers(c: Cfg, layers: int) -> tuple[int, ...]:
+    """Qwen2-MoE / Qwen3-MoE rule (``Qwen2MoeDecoderLayer.__init__``): not in ``mlp_only_layers`` and
+    ``(i + 1) % decoder_sparse_step == 0``."""
+    step = c.int("decoder_sparse_step", default=1)
+    only_mlp = set(c.raw("mlp_only_layers", []) or [])
+    if step < 1:
+        raise SpecError(f"{c.path}.decoder_sparse_step={step} must be at least 1")
+    return tuple(i for i in range(layers) if i not in only_mlp and (i + 1) % step == 0)
+
+
+def _dense(c: Cfg, kind: str, *, qkv_bias: bool | None = None, o_bias: bool | None = None,
+           head_dim_default: int | None = None, tie_default: bool = False, qk_norm: bool = False,
+           norms: int = 2, fused: bool = False, sliding_flag: bool = False) -> DecoderSpec:
+    """Dense decoder shared by Llama-like families. ``qkv_bias``/``o_bias`` None: ``attention_bias``."""
+    hidden, layers, vocab, heads, kv, inter = _base(c)
+    head_dim = _head_dim(c, hidden, heads, head_dim_default)
+    attn_bias = c.bool("attention_bias", False)
+    attention = AttentionSpec(
+        num_heads=heads, num_kv_heads=kv, head_dim=head_dim,
+        qkv_bias=attn_bias if qkv_bias is None else qkv_bias,
+        o_bias=attn_bias if o_bias is None else o_bias,
+        qk_norm_numel=2 * head_dim if qk_norm else 0,
+        fused_qkv=fused, sliding_window=_sliding(c, needs_flag=sliding_flag),
+    )
+    return DecoderSpec(
+        hidden_size=hidden, num_layers=layers, vocab_size=vocab, attention=attention,
+        intermediate_size=inter, mlp_bias=c.bool("mlp_bias", False) if kind == "llama" else False,
+        fused_gate_up=fused, tie_embeddings=c.bool("tie_word_embeddings", tie_default), norms_per_layer=norms,
+        logit_softcap=kind == "gemma2" and c.data.get("final_logit_softcapping", 30.0) is not None,  # null: off
+        max_position_embeddings=c.int("max_position_embeddings", default=0),
+    )
+
+
+def _with_moe(d: DecoderSpec, moe: MoESpec, moe_layers: tuple[int, ...], *, attention: AttentionSpec | None = None,
+              intermediate: int | None = None) -> DecoderSpec:
+    return replace(d, moe=moe if moe_layers else None, moe_layers=moe_layers,
+                   attention=attention or d.attention,
+                   intermediate_size=intermediate if intermediate is not None else d.intermediate_size)
+
+
+def build_llama(c: Cfg) -> DecoderBuild:
+    """``models/llama/modeling_llama.py``: attention_bias on q/k/v/o, mlp_bias on the MLP."""
+    return DecoderBuild(_dense(c, "llama"), "LlamaDecoderLayer")
+
+
+def build_mistral(c: Cfg) -> DecoderBuild:
+    """``models/mistral/modeling_mistral.py``: no biases, optional explicit head_dim."""
+    return DecoderBuild(_dense(c, "mistral", qkv_bias=False, o_bias=False), "MistralDecoderLayer")
+
+
+def build_qwen2(c: Cfg) -> DecoderBuild:
+    """``models/qwen2/modeling_qwen2.py``: q/k/v bias=True, o_proj bias=False."""
+    return DecoderBuild(_dense(c, "qwen2", qkv_bias=True, o_bias=False, sliding_flag=True), "Qwen2DecoderLayer")
+
+
+def build_qwen3(c: Cfg) -> DecoderBuild:
+    """``models/qwen3/modeling_qwen3.py``: attention_bias (default False), q_norm/k_norm over head_dim
+    (default 128)."""
+    d = _dense(c, "qwen3", head_dim_default=128, qk_norm=True, sliding_flag=True)
+    return DecoderBuild(d, "Qwen3DecoderLayer")
+
+
+def build_gemma(c: Cfg) -> DecoderBuild:
+    """``models/gemma/modeling_gemma.py``: head_dim 256 by default, tied embeddings by default (the
+    ``normalizer`` in the scaled embedding is a buffer, not a parameter)."""
+    return DecoderBuild(_dense(c, "gemma", head_dim_default=256, tie_default=True), "GemmaDecoderLayer")
+
+
+def build_gemma2(c: Cfg) -> DecoderBuild:
+    """``models/gemma2/modeling_gemma2.py``: four RMSNorms per layer (input, post_attention,
+    pre_feedforward, post_feedforward), tied by default, logit soft-capping."""
+    d = _dense(c, "gemma2", head_dim_default=256, tie_default=True, norms=4)
+    return DecoderBuild(d, "Gemma2DecoderLayer")
+
+
+def build_phi3(c: Cfg) -> DecoderBuild:
+    """``models/phi3/modeling_phi3.py``: fused ``qkv_proj`` and ``gate_up_proj`` (no biases)."""
+    d = _dense(c, "phi3", qkv_bias=False, o_bias=False, fused=True)
+    return DecoderBuild(d, "Phi3DecoderLayer", notes=("Phi-3 fuses q/k/v into qkv_proj and gate/up into "
+                                                      "gate_up_proj; LoRA target names follow the fused modules",))
+
+
+def build_mixtral(c: Cfg) -> DecoderBuild:
+    """``models/mixtral/modeling_mixtral.py``: every layer is ``MixtralSparseMoeBlock`` (router
+    Linear(h, E) without bias; experts w1/w3/w2 of width ``intermediate_size``)."""
+    d = _dense(c, "mixtral", qkv_bias=False, o_bias=False)
+    moe = MoESpec(num_experts=c.int("num_local_experts"), top_k=c.int("num_experts_per_tok"),
+                  expert_intermediate=d.intermediate_size, expert_names=("w1", "w3", "w2"))
+    return DecoderBuild(_with_moe(d, moe, tuple(range(d.num_layers))), "MixtralDecoderLayer",
+                        "MixtralSparseMoeBlock")
+
+
+def build_qwen2_moe(c: Cfg) -> DecoderBuild:
+    """``models/qwen2_moe/modeling_qwen2_moe.py``: q/k/v bias (``qkv_bias``, default True), experts of
+    width ``moe_intermediate_size``, one shared expert of ``shared_expert_intermediate_size`` with a
+    sigmoid ``shared_expert_gate`` Linear(h, 1); dense layers use ``intermediate_size``."""
+    d = _dense(c, "qwen2_moe", qkv_bias=c.bool("qkv_bias", True), o_bias=False, sliding_flag=True)
+    shared = c.int("shared_expert_intermediate_size", default=0)
+    moe = MoESpec(num_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
+                  expert_intermediate=c.int("moe_intermediate_size"), num_shared_experts=1 if shared else 0,
+                  shared_intermediate=shared, shared_expert_gate=bool(shared))
+    layers = _moe_layers(c, d.num_layers) if moe.num_experts > 0 else ()
+    return DecoderBuild(_with_moe(d, moe, layers), "Qwen2MoeDecoderLayer", "Qwen2MoeSparseMoeBlock")
+
+
+def build_qwen3_moe(c: Cfg) -> DecoderBuild:
+    """``models/qwen3_moe/modeling_qwen3_moe.py``: Qwen3 attention (q/k norms over head_dim), experts
+    of width ``moe_intermediate_size``, no shared expert."""
+    d = _dense(c, "qwen3_moe", qk_norm=True, sliding_flag=True)
+    moe = MoESpec(num_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
+                  expert_intermediate=c.int("moe_intermediate_size"))
+    layers = _moe_layers(c, d.num_layers) if moe.num_experts > 0 else ()
+    return DecoderBuild(_with_moe(d, moe, layers), "Qwen3MoeDecoderLayer", "Qwen3MoeSparseMoeBlock")
+
+
+def build_olmoe(c: Cfg) -> DecoderBuild:
+    """``models/olmoe/modeling_olmoe.py``: q_norm over hidden_size, k_norm over
+    (hidden // heads) * kv_heads, every layer MoE with experts of width ``intermediate_size``."""
+    d = _dense(c, "olmoe")
+    kv_dim = (d.hidden_size // d.attention.num_heads) * d.attention.num_kv_heads
+    attention = replace(d.attention, qk_norm_numel=d.hidden_size + kv_dim)
+    moe = MoESpec(num_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
+                  expert_intermediate=d.intermediate_size)
+    return DecoderBuild(_with_moe(d, moe, tuple(range(d.num_layers)), attention=attention),
+                        "OlmoeDecoderLayer", "OlmoeSparseMoeBlock")
+
+
+def _build_deepseek(c: Cfg, version: int) -> DecoderBuild:
+    """``models/deepseek_v2/modeling_deepseek_v2.py`` and ``deepseek_v3``: MLA attention (q_a/q_b or
+    q_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj; RMSNorms over q_lora_rank and kv_lora_rank), MoE in
+    layers ``i >= first_k_dense_replace`` with ``i % moe_layer_freq == 0`` (DeepSeek's own modeling
+    code; transformers ignores moe_layer_freq, which is 1 in every released config), router
+    Linear(h, E) without bias, shared experts as one MLP of ``n_shared_experts * moe_intermediate_size``.
+    V3 adds ``e_score_correction_bias`` (E per MoE layer)."""
+    c.positive("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads")
+    if c.bool("attention_bias", False):
+        raise SpecError(f"{c.path}.attention_bias=true is not supported for MLA attention; "
+                        "released DeepSeek configs use false")
+    hidden, layers, vocab = c.int("hidden_size"), c.int("num_hidden_layers"), c.int("vocab_size")
+    heads = c.int("num_attention_heads")
+    mla = MLASpec(q_lora_rank=c.opt_int("q_lora_rank"), kv_lora_rank=c.int("kv_lora_rank"),
+                  qk_nope_head_dim=c.int("qk_nope_head_dim"), qk_rope_head_dim=c.int("qk_rope_head_dim"),
+                  v_head_dim=c.int("v_head_dim"))
+    attention = AttentionSpec(num_heads=heads, num_kv_heads=heads,
+                              head_dim=mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla=mla)
+    experts = c.opt_int("n_routed_experts") or 0
+    moe_inter = c.int("moe_intermediate_size") if experts else 0
+    first_dense = c.int("first_k_dense_replace", default=0)
+    freq = c.int("moe_layer_freq", default=1)
+    if freq < 1:
+        raise SpecError(f"{c.path}.moe_layer_freq={freq} must be at least 1")
+    moe_layers = tuple(i for i in range(layers) if experts and i >= first_dense and i % freq == 0)
+    shared = c.opt_int("n_shared_experts") or 0
+    moe = MoESpec(num_experts=experts, top_k=c.int("num_experts_per_tok"), expert_intermediate=moe_inter,
+                  num_shared_experts=shared, shared_intermediate=shared * moe_inter,
+                  router_bias_numel=experts if version == 3 else 0) if experts else None
+    decoder = DecoderSpec(
+        hidden_size=hidden, num_layers=layers, vocab_size=vocab, attention=attention,
+        intermediate_size=c.int("intermediate_size"), moe=moe if moe_layers else None, moe_layers=moe_layers,
+        tie_embeddings=c.bool("tie_word_embeddings", False),
+        max_position_embeddings=c.int("max_position_embeddings", default=0),
+    )
+    notes: list[str] = []
+    if version == 3 and (c.opt_int("num_nextn_predict_layers") or 0) > 0:
+        notes.append("multi-token-prediction layers (num_nextn_predict_layers) are not counted: "
+                     "transformers drops them when loading, and they are not trained by HF fine-tuning")
+    if version == 2:
+        notes.append("transformers names the MoE block DeepseekV2Moe; DeepSeek's remote code "
+                     "(trust_remote_code) names it DeepseekV2MoE")
+    block = "DeepseekV2Moe" if version == 2 else "DeepseekV3MoE"
+    return DecoderBuild(decoder, f"DeepseekV{version}DecoderLayer", block if moe_layers else "", tuple(notes))
+
+
+def build_deepseek_v2(c: Cfg) -> DecoderBuild:
+    """DeepSeek-V2 / V2-Lite (see ``_build_deepseek``)."""
+    return _build_deepseek(c, 2)
+
+
+def build_deepseek_v3(c: Cfg) -> DecoderBuild:
+    """DeepSeek-V3 / R1 (see ``_build_deepseek``)."""
+    return _build_deepseek(c, 3)
+
+
+DECODER_FAMILIES: dict[str, Callable[[Cfg], DecoderBuild]] = {
+    "llama": build_llama,
+    "mistral": build_mistral,
+    "mixtral": build_mixtral,
+    "qwen2": build_qwen2,
+    "qwen2_moe": build_qwen2_moe,
+    "qwen3": build_qwen3,
+    "qwen3_moe": build_qwen3_moe,
+    "gemma": build_gemma,
+    "gemma2": build_gemma2,
+    "phi3": build_phi3,
+    "olmoe": build_olmoe,
+    "deepseek_v2": build_deepseek_v2,
+    "deepseek_v3": build_deepseek_v3,
+}
+"""model_type -> builder for every decoder-only family."""
+
+
+def build_decoder(c: Cfg, model_type: str) -> DecoderBuild:
+    """Parse the decoder of family ``model_type``; ``SpecError`` for an unknown family."""
+    builder = DECODER_FAMILIES.get(model_type)
+    if builder is None:
+        raise SpecError(f"{c.path}.model_type={model_type!r} is not a supported decoder family; "
+                        f"supported: {', '.join(sorted(DECODER_FAMILIES))}")
+    return builder(c)

@@ -1,0 +1,198 @@
+"""Vision towers and connectors: tower config dicts -> ``VisionTowerSpec``, projector shapes -> ``ConnectorSpec``.
+
+Owns exact parameter counts of the image encoders as a VLM holds them (CLIPVisionModel, SiglipVisionModel,
+the OpenCLIP/timm ConvNeXt trunk MGM keeps, Qwen2-VL's vision transformer without its merger) and of the
+trainable connectors (LLaVA ``mm_projector``/``multi_modal_projector``, MGM's ``vlm_uni`` heads, Qwen2-VL's
+``merger``). Imports only ``vramplan.core`` and ``._config``; never torch or transformers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..core.errors import SpecError
+from ..core.model import ConnectorSpec, Linear, VisionTowerSpec
+from ._config import Cfg
+
+CLIP_VISION_DEFAULTS: dict[str, object] = {
+    "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "num_channels": 3, "image_size": 224, "patch_size": 32,
+}
+"""``CLIPVisionConfig`` defaults (llava-hf saves ``vision_config`` as a diff against them)."""
+
+SIGLIP_VISION_DEFAULTS: dict[str, object] = {**CLIP_VISION_DEFAULTS, "patch_size": 16, "vision_use_head": True}
+"""``SiglipVisionConfig`` defaults."""
+
+TOWER_TYPES = ("clip_vision_model", "clip", "siglip_vision_model", "siglip", "convnext", "qwen2_vl")
+"""``model_type`` values ``tower_from_config`` accepts."""
+
+
+def _layernorm(dim: int) -> int:
+    """``nn.LayerNorm(dim)``: weight and bias."""
+    return 2 * dim
+
+
+def _vit_layers(h: int, inter: int, layers: int) -> int:
+    """``CLIPEncoderLayer`` / ``SiglipEncoderLayer``: q/k/v/out_proj with bias, two LayerNorms, fc1/fc2 with bias."""
+    per_layer = 4 * (h * h + h) + 2 * _layernorm(h) + (h * inter + inter) + (inter * h + h)
+    return layers * per_layer
+
+
+def clip_vision_numel(h: int, inter: int, layers: int, channels: int, image: int, patch: int) -> int:
+    """``models/clip/modeling_clip.py`` CLIPVisionModel: class_embedding (h), patch Conv2d without bias,
+    position_embedding (patches + 1), pre_layrnorm, encoder, post_layernorm."""
+    patches = (image // patch) ** 2
+    embeddings = h + channels * patch * patch * h + (patches + 1) * h
+    return embeddings + _layernorm(h) + _vit_layers(h, inter, layers) + _layernorm(h)
+
+
+def siglip_vision_numel(h: int, inter: int, layers: int, channels: int, image: int, patch: int, head: bool) -> int:
+    """``models/siglip/modeling_siglip.py`` SiglipVisionModel: patch Conv2d with bias, position_embedding
+    (patches, no class token), encoder, post_layernorm and, with ``vision_use_head``, the attention-pooling
+    head (probe, nn.MultiheadAttention in_proj 3h x h + bias and out_proj, LayerNorm, MLP)."""
+    patches = (image // patch) ** 2
+    n = channels * patch * patch * h + h + patches * h + _vit_layers(h, inter, layers) + _layernorm(h)
+    if head:
+        n += h + (3 * h * h + 3 * h) + (h * h + h) + _layernorm(h) + (h * inter + inter) + (inter * h + h)
+    return n
+
+
+def convnext_numel(dims: tuple[int, ...], depths: tuple[int, ...], channels: int, patch: int, layer_scale: bool) -> int:
+    """ConvNeXt trunk (stem + stages, no head), as ``models/convnext/modeling_convnext.py`` ConvNextModel
+    without its final ``layernorm`` and as timm/OpenCLIP ``trunk.stem`` + ``trunk.stages`` that MGM keeps:
+    stem Conv2d(k=patch, bias) + LayerNorm; stages 1.. start with LayerNorm + Conv2d(k2, s2, bias); each
+    block is a depthwise 7x7 Conv2d with bias, LayerNorm, Linear(d, 4d), Linear(4d, d) and layer scale (d)."""
+    n = channels * patch * patch * dims[0] + dims[0] + _layernorm(dims[0])
+    for s, (dim, depth) in enumerate(zip(dims, depths)):
+        if s > 0:
+            prev = dims[s - 1]
+            n += _layernorm(prev) + prev * 4 * dim + dim
+        block = dim * 49 + dim + _layernorm(dim) + (dim * 4 * dim + 4 * dim) + (4 * dim * dim + dim)
+        block += dim if layer_scale else 0
+        n += depth * block
+    return n
+
+
+def qwen2_vl_vision_numel(embed: int, depth: int, mlp_hidden: int, channels: int, patch: int, temporal: int) -> int:
+    """``models/qwen2_vl/modeling_qwen2_vl.py`` Qwen2VisionTransformerPretrainedModel WITHOUT ``merger``:
+    PatchEmbed Conv3d(k=(temporal, patch, patch)) without bias, and per block two LayerNorms, qkv
+    Linear(e, 3e, bias), proj Linear(e, e, bias), fc1/fc2 with bias. The merger is a ``ConnectorSpec``."""
+    per_block = 2 * _layernorm(embed) + (embed * 3 * embed + 3 * embed) + (embed * embed + embed)
+    per_block += (embed * mlp_hidden + mlp_hidden) + (mlp_hidden * embed + embed)
+    return channels * temporal * patch * patch * embed + depth * per_block
+
+
+def _square(c: Cfg, key: str) -> int:
+    value = c.req(key)
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise SpecError(f"{c.path}.{key}={value!r}: only square sizes are supported")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SpecError(f"{c.path}.{key}={value!r} must be a positive integer")
+    return value
+
+
+def _vit_tower(c: Cfg, name: str, kind: str, image_size: int | None) -> VisionTowerSpec:
+    h, inter = c.int("hidden_size"), c.int("intermediate_size")
+    layers, heads, channels = c.int("num_hidden_layers"), c.int("num_attention_heads"), c.int("num_channels")
+    image, patch = image_size or _square(c, "image_size"), _square(c, "patch_size")
+    if kind == "clip":
+        n = clip_vision_numel(h, inter, layers, channels, image, patch)
+    else:
+        n = siglip_vision_numel(h, inter, layers, channels, image, patch, c.bool("vision_use_head", True))
+    return VisionTowerSpec(name=name, kind="vit", image_size=image, patch_size=patch, num_params=n, hidden_size=h,
+                           num_layers=layers, num_heads=heads, intermediate_size=inter, class_token=kind == "clip",
+                           positions_per_pass=(image // patch) ** 2, out_channels=h)
+
+
+def tower_from_config(config: Mapping[str, Any], name: str = "vision", *, path: str = "vision_config",
+                      image_size: int | None = None) -> VisionTowerSpec:
+    """A ``VisionTowerSpec`` from a tower config (CLIP, SigLIP, ConvNeXt; a full CLIP/SigLIP config is
+    reduced to its ``vision_config``). ``image_size`` overrides the config (MGM feeds ConvNeXt 768 px).
+    ``positions_per_pass`` is the patch grid (class token dropped, LLaVA ``select_feature='patch'``)."""
+    c = Cfg(config, path)
+    model_type = c.str("model_type", "")
+    if model_type in ("clip", "siglip"):
+        return tower_from_config(c.req("vision_config"), name, path=f"{path}.vision_config", image_size=image_size)
+    if model_type == "clip_vision_model":
+        return _vit_tower(Cfg(config, path, CLIP_VISION_DEFAULTS), name, "clip", image_size)
+    if model_type == "siglip_vision_model":
+        return _vit_tower(Cfg(config, path, SIGLIP_VISION_DEFAULTS), name, "siglip", image_size)
+    if model_type == "convnext":
+        dims = tuple(int(d) for d in c.req("hidden_sizes"))
+        depths = tuple(int(d) for d in c.req("depths"))
+        if len(dims) != len(depths) or not dims:
+            raise SpecError(f"{path}: hidden_sizes {dims} and depths {depths} must have the same length")
+        patch = c.int("patch_size", default=4)
+        image = image_size or c.int("image_size", default=224)
+        scale = float(c.raw("layer_scale_init_value", 1e-6)) > 0
+        n = convnext_numel(dims, depths, c.int("num_channels", default=3), patch, scale)
+        return VisionTowerSpec(name=name, kind="convnext", image_size=image, patch_size=patch, num_params=n,
+                               num_layers=sum(depths), stage_dims=dims, stage_depths=depths,
+                               positions_per_pass=(image // patch) ** 2, out_channels=sum(dims))
+    raise SpecError(f"{path}.model_type={model_type!r} is not a supported vision tower; "
+                    f"supported: {', '.join(TOWER_TYPES)}")
+
+
+QWEN2_VL_MAX_PIXELS = 1280 * 28 * 28
+"""Pixels per image we assume for Qwen2-VL: the ``max_pixels`` its model card recommends for limiting
+memory (1280 visual tokens). A 1120 x 896 image has exactly this many: 80 x 64 = 5120 patches of 14 px,
+merged 2 x 2 into 1280 LLM tokens. The processor's own default (max_pixels 12845056) allows 16384 tokens."""
+
+
+def qwen2_vl_tower(v: Cfg) -> tuple[VisionTowerSpec, ConnectorSpec, int]:
+    """Qwen2-VL ``vision_config`` -> (tower without merger, merger connector, LLM tokens per image).
+    ``PatchMerger``: ln_q LayerNorm(e), mlp Linear(e*m^2, e*m^2) + GELU + Linear(e*m^2, hidden), biases."""
+    embed, depth, heads = v.int("embed_dim"), v.int("depth"), v.int("num_heads")
+    patch, temporal = v.int("patch_size", "spatial_patch_size"), v.int("temporal_patch_size", default=2)
+    merge, channels = v.int("spatial_merge_size", default=2), v.int("in_channels", "in_chans", default=3)
+    ratio = v.raw("mlp_ratio", 4)
+    mlp_hidden = int(embed * ratio)
+    hidden = v.int("hidden_size")
+    side = patch * merge
+    width, height = 1120 // side * side, 896 // side * side
+    patches = (width // patch) * (height // patch)
+    tower = VisionTowerSpec(
+        name="vision", kind="vit", image_size=width, patch_size=patch, num_params=qwen2_vl_vision_numel(
+            embed, depth, mlp_hidden, channels, patch, temporal),
+        hidden_size=embed, num_layers=depth, num_heads=heads, intermediate_size=mlp_hidden, num_patches=patches,
+        positions_per_pass=patches, out_channels=embed,
+    )
+    wide = embed * merge * merge
+    merger = ConnectorSpec(name="merger", kind="merger", norm_numel=_layernorm(embed), linears=(
+        Linear(name="mlp.0", d_in=wide, d_out=wide, bias=True), Linear(name="mlp.2", d_in=wide, d_out=hidden, bias=True)))
+    return tower, merger, patches // (merge * merge)
+
+
+_MLP_GELU = re.compile(r"^mlp(\d+)x_gelu$")
+
+
+def llava_projector(kind: str, d_in: int, hidden: int, name: str = "mm_projector") -> ConnectorSpec:
+    """LLaVA/MGM ``build_vision_projector`` (``llava/model/multimodal_projector/builder.py``): ``linear`` is
+    Linear(d_in, hidden); ``mlp<N>x_gelu`` is Linear(d_in, hidden) then N-1 x (GELU, Linear(hidden, hidden)),
+    all with bias. Module names are the ``nn.Sequential`` indices (0, 2, 4 ...)."""
+    match = _MLP_GELU.match(kind)
+    if kind == "linear":
+        depth = 1
+    elif match:
+        depth = int(match.group(1))
+    else:
+        raise SpecError(f"mm_projector_type={kind!r} is not supported; use 'linear' or 'mlp2x_gelu' (mlp<N>x_gelu)")
+    linears = [Linear(name=f"{name}.0", d_in=d_in, d_out=hidden, bias=True)]
+    linears += [Linear(name=f"{name}.{2 * i}", d_in=hidden, d_out=hidden, bias=True) for i in range(1, depth)]
+    return ConnectorSpec(name=name, kind="mlp", linears=tuple(linears))
+
+
+def mgm_mining(mm_hidden: int, aux_hidden: int) -> ConnectorSpec:
+    """MGM patch-info mining (``mgm/model/mgm_arch.py`` ``initialize_uni_modules``): three
+    ``nn.Sequential(LayerNorm, Linear)`` heads, query LN(c)+Linear(c, c), aux and val LN(a)+Linear(a, c)."""
+    return ConnectorSpec(
+        name="vlm_uni", kind="mgm_mining",
+        norm_numel=_layernorm(mm_hidden) + 2 * _layernorm(aux_hidden),
+        linears=(Linear(name="vlm_uni_query_projector.1", d_in=mm_hidden, d_out=mm_hidden, bias=True),
+                 Linear(name="vlm_uni_aux_projector.1", d_in=aux_hidden, d_out=mm_hidden, bias=True),
+                 Linear(name="vlm_uni_val_projector.1", d_in=aux_hidden, d_out=mm_hidden, bias=True)),
+    )

@@ -1,0 +1,171 @@
+"""Vision-language families: LLaVA (llava-hf and the original LlavaLlamaForCausalLM), Qwen2-VL and MGM.
+
+Owns how a VLM config is split into its decoder, its towers (with passes and positions per image) and
+its connectors, and how many LLM tokens one image becomes. Tower configs that a config only names
+(``mm_vision_tower``) are looked up through a resolver passed in by ``hf_config``.
+Imports only ``vramplan.core`` and sibling adapter modules; never torch or transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from ..core.errors import SpecError
+from ..core.model import VisionTowerSpec
+from ._config import Cfg
+from .hf_decoder import SUBCONFIG_DEFAULTS, DecoderBuild, build_decoder
+from .hf_vision import llava_projector, mgm_mining, qwen2_vl_tower, tower_from_config
+
+TowerResolver = Callable[[str], "Mapping[str, Any] | None"]
+"""Maps a tower reference (``openai/clip-vit-large-patch14-336``) to its config dict, or None."""
+
+VLM_TYPES = ("llava", "llava_llama", "llava_mistral", "qwen2_vl", "mgm", "mgm_gemma", "mgm_mixtral")
+"""VLM ``model_type`` values (MGM's pre-rename ``mini_gemini*`` names are accepted too)."""
+
+
+class VLMParts:
+    """What a VLM builder returns to ``hf_config.model_from_config``."""
+
+    __slots__ = ("build", "towers", "connectors", "image_tokens", "notes")
+
+    def __init__(self, build: DecoderBuild, towers: tuple[VisionTowerSpec, ...], connectors: tuple[Any, ...],
+                 image_tokens: int, notes: tuple[str, ...] = ()) -> None:
+        self.build, self.towers, self.connectors = build, towers, connectors
+        self.image_tokens, self.notes = image_tokens, notes
+
+
+def _resolve(c: Cfg, key: str, resolve: TowerResolver) -> Mapping[str, Any]:
+    ref = str(c.req(key))
+    found = resolve(ref)
+    if found is None:
+        raise SpecError(f"{c.path}.{key}={ref!r}: no tower config is known for it; add the tower's config.json "
+                        "to vramplan/registry/towers/ (or pass resolve_tower=...)")
+    return found
+
+
+def _patch_positions(tower: VisionTowerSpec, select_feature: str, path: str) -> int:
+    """Positions handed to the projector: the patch grid, plus the CLS token for ``cls_patch``/``full``."""
+    grid = (tower.image_size // tower.patch_size) ** 2
+    if select_feature in ("patch", "default"):
+        return grid
+    if select_feature in ("cls_patch", "full"):
+        return grid + (1 if tower.class_token else 0)
+    raise SpecError(f"{path}={select_feature!r} is not supported; use 'patch' or 'cls_patch'")
+
+
+def build_llava_hf(c: Cfg) -> VLMParts:
+    """llava-hf ``LlavaForConditionalGeneration`` (``models/llava/modeling_llava.py``): the whole
+    vision model from ``vision_config`` (AutoModel: CLIPVisionModel), ``multi_modal_projector``
+    linear_1 (vision hidden x feature layers -> H) and linear_2 (H -> H), bias ``multimodal_projector_bias``."""
+    text_raw = c.req("text_config")
+    text_type = str(text_raw.get("model_type") or "llama") if isinstance(text_raw, Mapping) else "llama"
+    text = c.sub("text_config", SUBCONFIG_DEFAULTS.get(text_type))
+    build = build_decoder(text, text_type)
+    vision_raw = dict(c.raw("vision_config") or {"hidden_size": 1024, "intermediate_size": 4096, "patch_size": 14,
+                                                    "image_size": 336, "num_hidden_layers": 24,
+                                                    "num_attention_heads": 16})
+    vision_raw.setdefault("model_type", "clip_vision_model")
+    tower = tower_from_config(vision_raw, "vision", path="config.vision_config")
+    strategy = c.str("vision_feature_select_strategy", "default")
+    positions = _patch_positions(tower, strategy, "config.vision_feature_select_strategy")
+    tower = replace(tower, positions_per_pass=positions)
+    layers = c.raw("vision_feature_layer", -2)
+    n_layers = len(layers) if isinstance(layers, list) else 1
+    projector = llava_projector("mlp2x_gelu", tower.hidden_size * n_layers, build.decoder.hidden_size,
+                                name="multi_modal_projector")
+    bias = c.bool("multimodal_projector_bias", True)
+    linears = tuple(replace(lin, name=f"linear_{i + 1}", bias=bias) for i, lin in enumerate(projector.linears))
+    projector = replace(projector, linears=linears)
+    if c.bool("tie_word_embeddings", False) and not build.decoder.tie_embeddings:
+        build = replace(build, decoder=replace(build.decoder, tie_embeddings=True))
+    tokens = c.int("image_seq_length", default=positions)
+    return VLMParts(build, (tower,), (projector,), tokens)
+
+
+def build_llava_original(c: Cfg, model_type: str, resolve: TowerResolver) -> VLMParts:
+    """Original LLaVA (``llava/model/language_model/llava_llama.py`` LlavaLlamaForCausalLM): a Llama config
+    plus ``mm_vision_tower`` (CLIPVisionTower keeps the whole CLIPVisionModel), ``mm_hidden_size`` and
+    ``mm_projector_type`` (default ``linear``)."""
+    backbone = "mistral" if model_type == "llava_mistral" else "llama"
+    build = build_decoder(c, backbone)
+    tower = tower_from_config(_resolve(c, "mm_vision_tower", resolve), "vision", path="mm_vision_tower")
+    positions = _patch_positions(tower, c.str("mm_vision_select_feature", "patch"), "config.mm_vision_select_feature")
+    tower = replace(tower, positions_per_pass=positions)
+    mm_hidden = c.int("mm_hidden_size", default=tower.hidden_size)
+    projector = llava_projector(c.str("mm_projector_type", "linear"), mm_hidden, build.decoder.hidden_size)
+    notes = ()
+    if c.str("image_aspect_ratio", "pad") == "anyres":
+        notes = ("image_aspect_ratio=anyres: counted as one 336 px view per image (LLaVA-NeXT tiles are not modelled)",)
+    return VLMParts(build, (tower,), (projector,), positions, notes)
+
+
+def build_qwen2_vl(c: Cfg) -> VLMParts:
+    """``models/qwen2_vl/modeling_qwen2_vl.py`` Qwen2VLForConditionalGeneration: a Qwen2 decoder (q/k/v
+    bias) from the top-level keys or ``text_config``, the vision transformer (tower) and its
+    ``PatchMerger`` (connector, so that it can train while the tower stays frozen)."""
+    text = c.sub("text_config") if c.has("text_config") else c
+    build = build_decoder(text, "qwen2")
+    tie = c.bool("tie_word_embeddings", build.decoder.tie_embeddings)
+    build = replace(build, decoder=replace(build.decoder, tie_embeddings=tie or build.decoder.tie_embeddings),
+                    decoder_layer_class="Qwen2VLDecoderLayer")
+    vision = c.sub("vision_config")
+    if vision.has("hidden_size") and vision.int("hidden_size") != build.decoder.hidden_size:
+        raise SpecError(f"config.vision_config.hidden_size={vision.int('hidden_size')} must equal the LLM "
+                        f"hidden_size={build.decoder.hidden_size} (the merger's output width)")
+    vision = Cfg(vision.data, vision.path, {"hidden_size": build.decoder.hidden_size})
+    tower, merger, tokens = qwen2_vl_tower(vision)
+    note = (f"Qwen2-VL image: {tower.num_patches} patches / {tokens} LLM tokens per image, i.e. a 1120x896 image "
+            "at max_pixels=1280*28*28 (the processor default, 12845056 px, allows up to 16384 tokens); "
+            "the merger (ln_q + 2-layer MLP) is counted as a connector, not in the tower")
+    return VLMParts(build, (tower,), (merger,), tokens, (note,))
+
+
+def mgm_backbone(config: Mapping[str, Any]) -> str | None:
+    """The decoder family of an MGM config, or None when the config is not MGM.
+
+    ``mgm`` -> llama (MGMLlamaForCausalLM, also Yi-34B and Llama-3), ``mgm_gemma`` -> gemma,
+    ``mgm_mixtral`` -> mixtral; the pre-rename ``mini_gemini*`` names alike; ``"mgm": true`` marks an
+    MGM config whose ``model_type`` is the backbone's own."""
+    model_type = str(config.get("model_type") or "").lower()
+    for prefix in ("mgm", "mini_gemini", "minigemini"):
+        if model_type == prefix:
+            return "llama"
+        if model_type.startswith(prefix + "_"):
+            return model_type[len(prefix) + 1:]
+    if config.get("mgm") is True:
+        return model_type or "llama"
+    return None
+
+
+def build_mgm(c: Cfg, backbone: str, resolve: TowerResolver) -> VLMParts:
+    """MGM / Mini-Gemini (``mgm/model/mgm_arch.py``, docs/mgm.md section 1): the backbone decoder, CLIP
+    ViT-L/336 (``mm_vision_tower``; 576 patch positions per pass, 5 passes per image for HD =
+    ``image_grid`` 2 x 2 crops + ``image_global`` view), the ConvNeXt aux tower (``mm_vision_tower_aux``
+    at ``image_size_aux``; stride-4 map with ``mm_hidden_size_aux`` channels; HD: the full map plus a
+    1/``image_grid``-size copy for the global view), ``mm_projector`` and the ``vlm_uni`` mining heads."""
+    build = build_decoder(c, backbone)
+    clip = tower_from_config(_resolve(c, "mm_vision_tower", resolve), "vision", path="mm_vision_tower")
+    positions = _patch_positions(clip, c.str("mm_vision_select_feature", "patch"), "config.mm_vision_select_feature")
+    grid = c.int("image_grid", default=1)
+    image_global = c.bool("image_global", False)
+    passes = grid * grid + (1 if image_global and grid > 1 else 0)
+    clip = replace(clip, positions_per_pass=positions, passes_per_image=passes)
+    size_aux = c.int("image_size_aux", default=320)
+    aux = tower_from_config(_resolve(c, "mm_vision_tower_aux", resolve), "vision_aux", path="mm_vision_tower_aux",
+                            image_size=size_aux)
+    mm_hidden = c.int("mm_hidden_size", default=clip.hidden_size)
+    aux_hidden = c.int("mm_hidden_size_aux", default=aux.out_channels)
+    if aux_hidden != aux.out_channels:
+        raise SpecError(f"config.mm_hidden_size_aux={aux_hidden} must equal the aux tower's concatenated stage "
+                        f"channels {aux.out_channels} ({' + '.join(map(str, aux.stage_dims))})")
+    stride = aux.patch_size
+    full = (size_aux // stride) ** 2
+    total = full + ((size_aux // stride // grid) ** 2 if image_global and grid > 1 else 0)
+    aux = replace(aux, positions_per_pass=full, aux_positions_per_image=total if total != full else 0)
+    connectors = (llava_projector(c.str("mm_projector_type", "linear"), mm_hidden, build.decoder.hidden_size),
+                  mgm_mining(mm_hidden, aux_hidden))
+    notes = ("vision towers are frozen in every MGM recipe (optimize_vision_tower/_aux false); mm_projector and "
+             "vlm_uni train",)
+    return VLMParts(build, (clip, aux), connectors, passes * positions, notes)

@@ -1,0 +1,46 @@
+"""``vramplan estimate``: per-GPU peak memory of one setup, broken down by phase and component."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ...api import estimate_from_dict
+from ...report.json_report import estimate_to_dict
+from ...report.text import render_estimate
+from ..scenario_args import add_scenario_arguments, scenario_dict_from_args
+from ..output import write_output
+
+EPILOG = """examples:
+  vramplan estimate mgm-2b-stage2                      built-in scenario (MGM issue #75 setup)
+  vramplan estimate mgm-2b --gpus 4xrtx4090 --zero 3 --micro-batch 2
+  vramplan estimate my_scenario.yaml --json
+  vramplan estimate path/to/config.json --gpus 8xa100-80g --method lora --lora-r 16
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``estimate`` subcommand."""
+    p = sub.add_parser(
+        "estimate", help="per-GPU peak memory of one setup", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_scenario_arguments(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output (bytes as integers)")
+    p.add_argument("--output", "-o", help="write the report to this file instead of stdout")
+    p.add_argument("--method-of-estimate", dest="estimator", default="analytic", choices=["analytic"],
+                   help=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """parse -> estimate -> render."""
+    data, model_ref = scenario_dict_from_args(args)
+    est = estimate_from_dict(data)
+    if args.json:
+        text = json.dumps(estimate_to_dict(est, model_ref), indent=2)
+    else:
+        text = render_estimate(est)
+    write_output(text, args.output)
+    return 0

@@ -1,0 +1,346 @@
+"""Compose the cost model into per-phase breakdowns of the most loaded GPU, totals, host RAM and the verdict.
+
+Phases (steady state, i.e. from the second step on, when the lazily created optimizer states exist —
+engine-internals.md §1.3 item 3 and §9 item 2):
+
+- ``forward``: model states + persistent grads + saved activations + the logits/loss peak at the end
+  of forward + forward gathers; or, earlier, the no-grad vision towers' transient.
+- ``backward``: the larger of its start (all saved activations + cross-entropy backward) and its
+  end (full gradients + one recomputed layer + activation-gradient temporaries), with gathers and
+  buckets.
+- ``optimizer``: model states + full gradients + step temporaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .breakdown import Breakdown
+from .memory.activations import llm_activations, vision_activations
+from .memory.buffers import engine_buffers
+from .memory.overhead import cublas_bytes, fragmentation_fraction, nccl_bytes, CUDA_CONTEXT_BYTES
+from .memory.params import RankParams, rank_params
+from .memory.states import host_buffer_factor, model_state_bytes
+from .model import Part
+from .scenario import Engine, Method, Offload, Precision, Scenario
+from .units import GiB
+
+PROCESS_HOST_BASE_BYTES = 3 * GiB
+"""Host RSS of one training process before any model bytes (Python, torch and CUDA libraries, data
+loader workers). Heuristic, not measured by us; the host-RAM figure is a lower bound."""
+
+PHASES = ("forward", "backward", "optimizer")
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseEstimate:
+    """One phase of a training step on the most loaded GPU."""
+
+    phase: str
+    breakdown: Breakdown
+
+    @property
+    def allocated_bytes(self) -> int:
+        """torch.cuda.max_memory_allocated within the phase."""
+        return self.breakdown.allocated_bytes
+
+    @property
+    def reserved_bytes(self) -> int:
+        """torch.cuda.max_memory_reserved within the phase."""
+        return self.breakdown.reserved_bytes
+
+    @property
+    def device_used_bytes(self) -> int:
+        """nvidia-smi within the phase."""
+        return self.breakdown.device_used_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSummary:
+    """Parameter counts of the model and of the most loaded rank."""
+
+    total: int
+    active: int
+    trainable: int
+    frozen: int
+    rank_trainable: int
+    rank_frozen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The analytical estimate of one scenario."""
+
+    scenario: Scenario
+    phases: tuple[PhaseEstimate, ...]
+    peak_phase: str
+    capacity_bytes: int
+    headroom_bytes: int
+    host: dict[str, int]
+    host_ram_bytes: int
+    params: ParamSummary
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def peak(self) -> PhaseEstimate:
+        """The phase with the highest device use."""
+        return next(p for p in self.phases if p.phase == self.peak_phase)
+
+    @property
+    def peak_allocated_bytes(self) -> int:
+        """Max over phases of allocated bytes."""
+        return max(p.allocated_bytes for p in self.phases)
+
+    @property
+    def peak_reserved_bytes(self) -> int:
+        """Max over phases of reserved bytes (the allocator never gives segments back by itself)."""
+        return max(p.reserved_bytes for p in self.phases)
+
+    @property
+    def device_used_bytes(self) -> int:
+        """nvidia-smi at the peak: reserved + CUDA context + NCCL."""
+        return max(p.device_used_bytes for p in self.phases)
+
+    @property
+    def usable_bytes(self) -> int:
+        """Capacity minus headroom."""
+        return self.capacity_bytes - self.headroom_bytes
+
+    @property
+    def fits_gpu(self) -> bool:
+        """Device use at the peak stays within usable capacity."""
+        return self.device_used_bytes <= self.usable_bytes
+
+    @property
+    def fits_host(self) -> bool | None:
+        """Host RAM need within the node's RAM; None when the RAM size is unknown."""
+        ram = self.scenario.cluster.host_ram_bytes
+        return None if ram is None else self.host_ram_bytes <= ram
+
+    @property
+    def fits(self) -> bool:
+        """Fits on the GPU and (when known) in host RAM."""
+        return self.fits_gpu and self.fits_host is not False
+
+    @property
+    def margin_bytes(self) -> int:
+        """Usable capacity minus device use (negative: over by that much)."""
+        return self.usable_bytes - self.device_used_bytes
+
+
+def _trainable_total(scn: Scenario, rp: RankParams) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts of the whole model (LoRA adapters scaled from the rank)."""
+    model = scn.model
+    trainable = frozen = 0
+    for part in model.parts:
+        n = model.part_numel(part)
+        if scn.trains(part):
+            trainable += n
+        else:
+            frozen += n
+    if scn.train.method in (Method.LORA, Method.QLORA):
+        from .memory.params import lora_adapter_numel
+
+        dec = model.decoder
+        names = scn.lora_linear_names()
+        trainable += sum(lora_adapter_numel(dec.layer_linears(i), names, scn.train.lora.r) for i in range(dec.num_layers))
+    return trainable, frozen
+
+
+def _notes(scn: Scenario) -> list[str]:
+    """Caveats the user should see next to the numbers."""
+    notes: list[str] = []
+    gpu = scn.cluster.gpu
+    par = scn.parallel
+    if scn.train.precision in (Precision.BF16_MIXED, Precision.BF16_PURE) and not gpu.bf16:
+        notes.append(f"{gpu.display_name} has no bf16 support: use fp16-mixed (with loss scaling).")
+    if scn.train.attention.value == "flash" and not gpu.flash_attention:
+        notes.append(f"{gpu.display_name} cannot run FlashAttention-2; sdpa is the best available.")
+    if par.engine is Engine.DEEPSPEED and par.zero < 3 and par.offload_param is not Offload.NONE:
+        notes.append("offload_param only works with ZeRO stage 3; ignored at this stage.")
+    if scn.model.is_moe and par.engine is Engine.DEEPSPEED and par.zero == 3:
+        notes.append(
+            "ZeRO-3 gathers a whole MoE block at once (set_z3_leaf_modules or fused experts): "
+            "all experts of a layer are counted in buffers/gathered_params."
+        )
+    if par.tp > 1 or par.pp > 1:
+        notes.append("tp/pp are modelled Megatron-style; HF Trainer with DeepSpeed ZeRO supports neither.")
+    if scn.model.is_vlm and scn.train.images_per_sample and scn.train.seq_len < scn.model.image_tokens:
+        notes.append(
+            f"seq_len {scn.train.seq_len} is shorter than the {scn.model.image_tokens} image tokens of one image."
+        )
+    return notes
+
+
+def estimate_scenario(scn: Scenario) -> Estimate:
+    """Per-GPU peak memory of ``scn`` on its most loaded rank, per phase (module docstring)."""
+    rp = rank_params(scn)
+    states = model_state_bytes(scn, rp)
+    acts = llm_activations(scn, rp)
+    vis = vision_activations(scn, rp)
+    buf = engine_buffers(scn, rp, states)
+    gpu = scn.cluster.gpu
+    cublas = cublas_bytes(gpu)
+    context = CUDA_CONTEXT_BYTES
+    nccl = nccl_bytes(scn)
+    frag = fragmentation_fraction(scn)
+
+    base = {
+        "model_states/params": states.params,
+        "model_states/master": states.master,
+        "model_states/optimizer": states.optimizer,
+        "overhead/cublas": cublas,
+        "overhead/cuda_context": context,
+        "overhead/nccl": nccl,
+    }
+
+    def finish(items: dict[str, int]) -> Breakdown:
+        # Persistent model states are allocated once and pack tightly; the slack comes from the
+        # churn of activations, buffers and temporaries (engine-internals.md §6).
+        dynamic = sum(
+            v for k, v in items.items() if k.split("/")[0] in ("activations", "buffers", "temporaries")
+        )
+        items["overhead/allocator"] = int(dynamic * frag)
+        return Breakdown(items)
+
+    # forward: end of forward, or the vision towers' transient at its start.
+    fwd_end = dict(base)
+    fwd_end.update(
+        {
+            "model_states/grads": states.grads_persistent,
+            "activations/llm": acts.saved,
+            "activations/vision": vis.saved_tower,
+            "activations/projector": vis.saved_connector,
+            "activations/logits_loss": acts.logits_forward,
+            "buffers/zero_buckets": buf.zero_buckets if scn.train.grad_accum > 1 else 0,
+            "buffers/gathered_params": buf.gathered_forward,
+            "buffers/moe": acts.moe_transient,
+            "buffers/ddp_buckets": buf.ddp_buckets if scn.train.grad_accum > 1 else 0,
+            "temporaries/dequant": buf.dequant,
+        }
+    )
+    fwd_tower = dict(base)
+    fwd_tower.update(
+        {
+            "model_states/grads": states.grads_persistent,
+            "activations/vision": vis.tower_transient,
+            "buffers/gathered_params": buf.gathered_forward,
+        }
+    )
+    forward = max((finish(fwd_end), finish(fwd_tower)), key=lambda b: b.device_used_bytes)
+
+    # backward: its start (all activations + CE backward) or its end (full grads + one layer's temporaries).
+    bwd_start = dict(base)
+    bwd_start.update(
+        {
+            "model_states/grads": states.grads_persistent,
+            "activations/llm": acts.saved,
+            "activations/vision": vis.saved_tower,
+            "activations/projector": vis.saved_connector,
+            "activations/logits_loss": acts.logits_backward,
+            "buffers/zero_buckets": buf.zero_buckets,
+            "buffers/gathered_params": buf.gathered_backward,
+            "buffers/ddp_buckets": buf.ddp_buckets,
+            "temporaries/backward": buf.grad_transient,
+            "temporaries/dequant": buf.dequant,
+        }
+    )
+    bwd_layer = dict(base)
+    bwd_layer.update(
+        {
+            "model_states/grads": states.grads_persistent,
+            "activations/llm": acts.saved,
+            "activations/vision": vis.saved_tower,
+            "activations/projector": vis.saved_connector,
+            "buffers/zero_buckets": buf.zero_buckets,
+            "buffers/gathered_params": buf.gathered_backward,
+            "buffers/ddp_buckets": buf.ddp_buckets,
+            "buffers/moe": acts.moe_transient,
+            "temporaries/recompute": acts.recompute,
+            "temporaries/backward": acts.backward_temp + buf.grad_transient,
+            "temporaries/dequant": buf.dequant,
+        }
+    )
+    bwd_end = dict(base)
+    bwd_end.update(
+        {
+            "model_states/grads": states.grads_full,
+            "buffers/zero_buckets": buf.zero_buckets,
+            "buffers/gathered_params": buf.gathered_backward,
+            "buffers/ddp_buckets": buf.ddp_buckets,
+            "temporaries/backward": buf.grad_transient,
+        }
+    )
+    backward = max((finish(bwd_start), finish(bwd_layer), finish(bwd_end)), key=lambda b: b.device_used_bytes)
+
+    opt = dict(base)
+    opt.update(
+        {
+            "model_states/grads": states.grads_full,
+            "buffers/zero_buckets": buf.zero_buckets,
+            "buffers/ddp_buckets": buf.ddp_buckets,
+            "temporaries/optimizer_step": buf.optimizer_step,
+        }
+    )
+    optimizer = finish(opt)
+
+    phases = (
+        PhaseEstimate("forward", forward),
+        PhaseEstimate("backward", backward),
+        PhaseEstimate("optimizer", optimizer),
+    )
+    peak_phase = max(phases, key=lambda p: p.device_used_bytes).phase
+
+    host = host_breakdown(scn, rp, states)
+    host_total = host["host/process_base"] + max(
+        host["host/model_load"], host["host/offload_optimizer"] + host["host/offload_params"] + host["host/checkpoint_save"]
+    )
+    capacity = gpu.memory_bytes
+    headroom = max(int(capacity * scn.headroom_fraction), scn.min_headroom_bytes)
+    trainable, frozen = _trainable_total(scn, rp)
+    params = ParamSummary(
+        total=scn.model.num_params,
+        active=scn.model.num_active_params,
+        trainable=trainable,
+        frozen=frozen,
+        rank_trainable=rp.trainable,
+        rank_frozen=rp.frozen + rp.frozen_quantized,
+    )
+    return Estimate(
+        scenario=scn,
+        phases=phases,
+        peak_phase=peak_phase,
+        capacity_bytes=capacity,
+        headroom_bytes=headroom,
+        host=host,
+        host_ram_bytes=host_total,
+        params=params,
+        notes=tuple(_notes(scn)),
+    )
+
+
+def host_breakdown(scn: Scenario, rp: RankParams, states) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Host RAM of one node (engine-internals.md §1.3, §2; DeepSpeed's 1.5 host buffer factor).
+
+    - process base: ``PROCESS_HOST_BASE_BYTES`` per rank;
+    - model load: without ZeRO-3 ``zero.Init`` every process materialises the whole model in its load
+      dtype (2 B) before moving it to the GPU;
+    - offloaded optimizer (fp32 master + states + fp32 grads) and params, per rank, x 1.5;
+    - checkpoint save: ZeRO-3 consolidation gathers a 16-bit state dict on rank 0 (2 B x params).
+    """
+    ranks = scn.cluster.gpus_per_node
+    par = scn.parallel
+    zero3 = par.engine is Engine.DEEPSPEED and par.zero == 3
+    sharded_init = (zero3 and par.deepspeed.zero_init) or par.engine in (Engine.FSDP, Engine.FSDP2)
+    load_per_rank = (rp.trainable + rp.frozen) * 2 + rp.frozen_quantized // 2
+    model_load = 0 if sharded_init else ranks * load_per_rank
+    save = 0
+    if zero3 or par.engine in (Engine.FSDP, Engine.FSDP2):
+        save = 2 * scn.model.num_params if scn.trains(Part.LLM) or scn.train.method is Method.FULL else 0
+    return {
+        "host/process_base": ranks * PROCESS_HOST_BASE_BYTES,
+        "host/model_load": model_load,
+        "host/offload_optimizer": ranks * host_buffer_factor(states.host_optimizer),
+        "host/offload_params": ranks * host_buffer_factor(states.host_params),
+        "host/checkpoint_save": save,
+    }

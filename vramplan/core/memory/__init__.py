@@ -1,0 +1,1 @@
+"""Cost model, one module per component: params, states, activations, buffers, overhead."""

@@ -1,0 +1,402 @@
+"""Model specification: the shapes that set memory, and exact parameter counts.
+
+A ``ModelSpec`` is a decoder LLM (dense, MoE, MLA) plus, for vision-language models, vision towers
+and trainable connectors. It is built by ``vramplan.adapters.hf_config`` from a Hugging Face
+``config.json``; nothing here parses files. Parameter counts follow the module structure of the
+transformers implementations (one ``Linear`` per projection, biases where the config enables them),
+so they can be checked against the real model built on the meta device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .errors import SpecError
+
+
+class Part(str, Enum):
+    """The parts of a model that can train or stay frozen (scenario ``train.trainable``)."""
+
+    LLM = "llm"
+    VISION = "vision"
+    VISION_AUX = "vision_aux"
+    PROJECTOR = "projector"
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Linear:
+    """One ``nn.Linear`` (or a stack of ``count`` identical ones, e.g. experts)."""
+
+    name: str
+    """Module name as PEFT matches it (``q_proj``, ``w1``, ``fc1`` ...)."""
+    d_in: int
+    d_out: int
+    bias: bool = False
+    count: int = 1
+    """Identical copies in one layer (routed experts)."""
+    expert: bool = False
+    """Belongs to a routed expert (sharded by expert parallelism, gathered as one MoE block)."""
+
+    @property
+    def weight_numel(self) -> int:
+        """Elements of one copy's weight."""
+        return self.d_in * self.d_out
+
+    @property
+    def numel(self) -> int:
+        """Elements of all copies, bias included."""
+        return self.count * (self.d_in * self.d_out + (self.d_out if self.bias else 0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MLASpec:
+    """DeepSeek-V2/V3 multi-head latent attention (arXiv 2405.04434 §2.1)."""
+
+    q_lora_rank: int | None
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttentionSpec:
+    """Self-attention shapes of one decoder layer."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    qkv_bias: bool = False
+    o_bias: bool = False
+    qk_norm_numel: int = 0
+    """Weights of per-layer q/k norms (Qwen3: 2*head_dim; OLMoE: hidden + kv_dim)."""
+    fused_qkv: bool = False
+    """One ``qkv_proj`` (Phi-3) instead of q/k/v."""
+    mla: MLASpec | None = None
+    sliding_window: int | None = None
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection (all heads)."""
+        if self.mla is not None:
+            return self.num_heads * (self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim)
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the key (and value) projection (all kv heads)."""
+        if self.mla is not None:
+            return self.num_heads * (self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim)
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def v_dim(self) -> int:
+        """Width of the value projection."""
+        if self.mla is not None:
+            return self.num_heads * self.mla.v_head_dim
+        return self.num_kv_heads * self.head_dim
+
+    def linears(self, hidden: int) -> list[Linear]:
+        """The projections of one attention block, as the transformers modules hold them."""
+        if self.mla is not None:
+            m = self.mla
+            out: list[Linear] = []
+            q_head = m.qk_nope_head_dim + m.qk_rope_head_dim
+            if m.q_lora_rank is None:
+                out.append(Linear(name="q_proj", d_in=hidden, d_out=self.num_heads * q_head))
+            else:
+                out.append(Linear(name="q_a_proj", d_in=hidden, d_out=m.q_lora_rank))
+                out.append(Linear(name="q_b_proj", d_in=m.q_lora_rank, d_out=self.num_heads * q_head))
+            out.append(Linear(name="kv_a_proj_with_mqa", d_in=hidden, d_out=m.kv_lora_rank + m.qk_rope_head_dim))
+            out.append(
+                Linear(name="kv_b_proj", d_in=m.kv_lora_rank, d_out=self.num_heads * (m.qk_nope_head_dim + m.v_head_dim))
+            )
+            out.append(Linear(name="o_proj", d_in=self.num_heads * m.v_head_dim, d_out=hidden, bias=self.o_bias))
+            return out
+        if self.fused_qkv:
+            qkv = [Linear(name="qkv_proj", d_in=hidden, d_out=self.q_dim + 2 * self.kv_dim, bias=self.qkv_bias)]
+        else:
+            qkv = [
+                Linear(name="q_proj", d_in=hidden, d_out=self.q_dim, bias=self.qkv_bias),
+                Linear(name="k_proj", d_in=hidden, d_out=self.kv_dim, bias=self.qkv_bias),
+                Linear(name="v_proj", d_in=hidden, d_out=self.kv_dim, bias=self.qkv_bias),
+            ]
+        return qkv + [Linear(name="o_proj", d_in=self.q_dim, d_out=hidden, bias=self.o_bias)]
+
+    def norm_numel(self) -> int:
+        """Weights of norms inside attention (q/k norms; MLA's latent norms)."""
+        if self.mla is not None:
+            return self.mla.kv_lora_rank + (self.mla.q_lora_rank or 0)
+        return self.qk_norm_numel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoESpec:
+    """Routed mixture-of-experts MLP (Mixtral, Qwen-MoE, OLMoE, DeepSeek)."""
+
+    num_experts: int
+    top_k: int
+    expert_intermediate: int
+    num_shared_experts: int = 0
+    shared_intermediate: int = 0
+    """Width of the shared expert MLP (Qwen2-MoE: one shared MLP; DeepSeek: n_shared * moe_intermediate)."""
+    shared_expert_gate: bool = False
+    """Qwen2-MoE's sigmoid gate on the shared expert (Linear hidden->1)."""
+    router_bias_numel: int = 0
+    """DeepSeek-V3 ``e_score_correction_bias`` (num_experts)."""
+    expert_names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
+    """Module names of an expert's gate, up and down projections (Mixtral: w1, w3, w2)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecoderSpec:
+    """A decoder-only transformer LLM."""
+
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    attention: AttentionSpec
+    intermediate_size: int
+    """Width of the dense MLP (dense layers of an MoE model too)."""
+    gated_mlp: bool = True
+    mlp_bias: bool = False
+    fused_gate_up: bool = False
+    """Gate and up projections are one ``gate_up_proj`` Linear(h, 2i) (Phi-3); same count, other LoRA names."""
+    moe: MoESpec | None = None
+    moe_layers: tuple[int, ...] = ()
+    """Indices of layers whose MLP is the MoE block; the others are dense."""
+    tie_embeddings: bool = False
+    norm_kind: str = "rms"
+    """``rms`` (weight only) or ``layer`` (weight and bias)."""
+    norms_per_layer: int = 2
+    """Gemma-2/3 have four norms per layer (pre/post attention and MLP)."""
+    logit_softcap: bool = False
+    """Gemma-2 final logit soft-capping (adds fp32 copies of the logits)."""
+    max_position_embeddings: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "vocab_size", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                raise SpecError(f"{name}={getattr(self, name)} must be positive")
+        if self.moe is not None and not self.moe_layers:
+            raise SpecError("an MoE model needs moe_layers (the indices of its MoE layers)")
+        if any(i < 0 or i >= self.num_layers for i in self.moe_layers):
+            raise SpecError(f"moe_layers {self.moe_layers} outside 0..{self.num_layers - 1}")
+
+    @property
+    def norm_numel_per_norm(self) -> int:
+        """Elements of one hidden-size norm."""
+        return self.hidden_size * (2 if self.norm_kind == "layer" else 1)
+
+    def dense_mlp_linears(self, intermediate: int | None = None, prefix: str = "") -> list[Linear]:
+        """Projections of a dense MLP (gated: gate/up/down; plain: up/down)."""
+        i = self.intermediate_size if intermediate is None else intermediate
+        h = self.hidden_size
+        if self.gated_mlp and self.fused_gate_up:
+            return [
+                Linear(name=prefix + "gate_up_proj", d_in=h, d_out=2 * i, bias=self.mlp_bias),
+                Linear(name=prefix + "down_proj", d_in=i, d_out=h, bias=self.mlp_bias),
+            ]
+        if self.gated_mlp:
+            return [
+                Linear(name=prefix + "gate_proj", d_in=h, d_out=i, bias=self.mlp_bias),
+                Linear(name=prefix + "up_proj", d_in=h, d_out=i, bias=self.mlp_bias),
+                Linear(name=prefix + "down_proj", d_in=i, d_out=h, bias=self.mlp_bias),
+            ]
+        return [
+            Linear(name=prefix + "up_proj", d_in=h, d_out=i, bias=self.mlp_bias),
+            Linear(name=prefix + "down_proj", d_in=i, d_out=h, bias=self.mlp_bias),
+        ]
+
+    def is_moe_layer(self, index: int) -> bool:
+        """Whether layer ``index`` has the MoE block."""
+        return self.moe is not None and index in self.moe_layers
+
+    def mlp_linears(self, index: int) -> list[Linear]:
+        """Projections of layer ``index``'s MLP, routed experts stacked with ``count``."""
+        moe = self.moe
+        if moe is None or index not in self.moe_layers:
+            return self.dense_mlp_linears()
+        h, e, i = self.hidden_size, moe.num_experts, moe.expert_intermediate
+        g, u, d = moe.expert_names
+        out = [
+            Linear(name="gate", d_in=h, d_out=e),
+            Linear(name=g, d_in=h, d_out=i, count=e, expert=True),
+            Linear(name=u, d_in=h, d_out=i, count=e, expert=True),
+            Linear(name=d, d_in=i, d_out=h, count=e, expert=True),
+        ]
+        if moe.num_shared_experts and moe.shared_intermediate:
+            out += self.dense_mlp_linears(moe.shared_intermediate, prefix="shared_experts.")
+        if moe.shared_expert_gate:
+            out.append(Linear(name="shared_expert_gate", d_in=h, d_out=1))
+        return out
+
+    def layer_linears(self, index: int) -> list[Linear]:
+        """Every projection of layer ``index``."""
+        return self.attention.linears(self.hidden_size) + self.mlp_linears(index)
+
+    def layer_numel(self, index: int) -> int:
+        """Parameters of layer ``index``: projections, norms, router bias."""
+        n = sum(lin.numel for lin in self.layer_linears(index))
+        n += self.norms_per_layer * self.norm_numel_per_norm + self.attention.norm_numel()
+        if self.is_moe_layer(index) and self.moe is not None:
+            n += self.moe.router_bias_numel
+        return n
+
+    def expert_numel(self, index: int) -> int:
+        """Parameters of routed experts in layer ``index`` (0 for a dense layer)."""
+        return sum(lin.numel for lin in self.mlp_linears(index) if lin.expert)
+
+    @property
+    def embedding_numel(self) -> int:
+        """Input embedding table."""
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def lm_head_numel(self) -> int:
+        """Output projection (0 when tied to the input embedding)."""
+        return 0 if self.tie_embeddings else self.vocab_size * self.hidden_size
+
+    @property
+    def num_params(self) -> int:
+        """Exact parameter count (embeddings, layers, final norm, untied lm_head)."""
+        layers = sum(self.layer_numel(i) for i in range(self.num_layers))
+        return self.embedding_numel + layers + self.norm_numel_per_norm + self.lm_head_numel
+
+    @property
+    def num_active_params(self) -> int:
+        """Parameters one token passes through (top-k of the routed experts)."""
+        total = self.num_params
+        if self.moe is None:
+            return total
+        inactive_share = (self.moe.num_experts - self.moe.top_k) / self.moe.num_experts
+        return total - round(sum(self.expert_numel(i) for i in self.moe_layers) * inactive_share)
+
+    @property
+    def largest_layer_numel(self) -> int:
+        """Parameters of the largest decoder layer (an FSDP unit when wrapping per layer)."""
+        return max(self.layer_numel(i) for i in range(self.num_layers))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VisionTowerSpec:
+    """An image encoder: a ViT (CLIP, SigLIP, Qwen2-VL) or a ConvNeXt (MGM's auxiliary encoder)."""
+
+    name: str
+    """Its ``Part`` value: ``vision`` or ``vision_aux``."""
+    kind: str
+    """``vit`` or ``convnext``."""
+    image_size: int
+    patch_size: int
+    num_params: int
+    """Exact parameter count of the tower as the VLM holds it."""
+    hidden_size: int = 0
+    num_layers: int = 0
+    num_heads: int = 0
+    intermediate_size: int = 0
+    stage_dims: tuple[int, ...] = ()
+    stage_depths: tuple[int, ...] = ()
+    class_token: bool = False
+    num_patches: int = 0
+    """Patches per pass when the input is not a square of ``image_size`` (Qwen2-VL dynamic resolution); 0: square."""
+    passes_per_image: int = 1
+    """Tower forward passes per image (MGM-HD: 2x2 grid + global view = 5 CLIP passes)."""
+    positions_per_pass: int = 0
+    """Output positions of one pass (CLIP-336: 576 patches; ConvNeXt at 768 px: 192x192)."""
+    out_channels: int = 0
+    """Channels of the tower output handed to the connector (MGM aux: 2880 concatenated)."""
+    aux_positions_per_image: int = 0
+    """Total output positions per image over all passes (MGM-HD aux: 4 x 192^2 + 96^2 ... as MGM crops)."""
+
+    @property
+    def patches_per_pass(self) -> int:
+        """Patch tokens one ViT pass attends over (class token included)."""
+        n = self.num_patches or (self.image_size // self.patch_size) ** 2
+        return n + (1 if self.class_token else 0)
+
+    @property
+    def output_positions_per_image(self) -> int:
+        """Positions of the tower's output per image, over all passes."""
+        if self.aux_positions_per_image:
+            return self.aux_positions_per_image
+        return self.passes_per_image * self.positions_per_pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorSpec:
+    """A trainable module between a vision tower and the LLM (projector, MGM patch-info mining)."""
+
+    name: str
+    kind: str
+    """``mlp`` (LLaVA mlp2x_gelu), ``mgm_mining`` (MGM vlm_uni heads), ``merger`` (Qwen2-VL)."""
+    linears: tuple[Linear, ...]
+    norm_numel: int = 0
+
+    @property
+    def num_params(self) -> int:
+        """Exact parameter count."""
+        return sum(lin.numel for lin in self.linears) + self.norm_numel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    """What the estimator needs to know about a model."""
+
+    name: str
+    model_type: str
+    decoder: DecoderSpec
+    towers: tuple[VisionTowerSpec, ...] = ()
+    connectors: tuple[ConnectorSpec, ...] = ()
+    image_tokens: int = 0
+    """LLM tokens per image (LLaVA-1.5: 576; MGM-HD: 2880)."""
+    source: str = ""
+    moe_block_class: str = ""
+    """transformers class of the MoE block, for ``set_z3_leaf_modules`` (MixtralSparseMoeBlock)."""
+    decoder_layer_class: str = ""
+    """transformers class of a decoder layer (FSDP auto-wrap)."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def is_vlm(self) -> bool:
+        """Has vision towers."""
+        return bool(self.towers)
+
+    @property
+    def is_moe(self) -> bool:
+        """Has routed experts."""
+        return self.decoder.moe is not None
+
+    def tower(self, name: str) -> VisionTowerSpec | None:
+        """The tower called ``name`` (``vision``/``vision_aux``), if any."""
+        for t in self.towers:
+            if t.name == name:
+                return t
+        return None
+
+    def part_numel(self, part: Part) -> int:
+        """Parameters in one part."""
+        if part is Part.LLM:
+            return self.decoder.num_params
+        if part is Part.PROJECTOR:
+            return sum(c.num_params for c in self.connectors)
+        tower = self.tower(part.value)
+        return tower.num_params if tower else 0
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        """Parts this model has."""
+        return tuple(p for p in Part if p is Part.LLM or self.part_numel(p) > 0)
+
+    @property
+    def num_params(self) -> int:
+        """Exact total parameter count."""
+        return sum(self.part_numel(p) for p in Part)
+
+    @property
+    def num_active_params(self) -> int:
+        """Parameters one token passes through (MoE: top-k experts)."""
+        return self.num_params - self.decoder.num_params + self.decoder.num_active_params

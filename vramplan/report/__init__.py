@@ -1,0 +1,1 @@
+"""Rendering only: bytes become GiB strings here and nowhere else."""
