@@ -33,6 +33,8 @@ def _numel(model: Any) -> int:
 
 def _hf_config(config: dict[str, Any]) -> Any:
     data = {k: v for k, v in config.items() if k not in ("auto_map", "architectures")}
+    for token in ("pad_token_id", "bos_token_id", "eos_token_id"):  # family defaults may exceed a tiny vocab
+        data.setdefault(token, None)
     return transformers.AutoConfig.for_model(data.pop("model_type"), **data)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tiny_configs import EXPECTED, TINY, H, HD, I, KV
+from tiny_configs import EXPECTED, FF, HD, KV, TINY, H
 
 from vramplan.adapters import model_from_config, supported_model_types
 from vramplan.core.errors import SpecError
@@ -51,7 +51,7 @@ def test_phi3_fused_names_same_count_as_llama() -> None:
     phi = model_from_config(TINY["phi3"])
     names = [lin.name for lin in phi.decoder.layer_linears(0)]
     assert names == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
-    assert phi.decoder.layer_linears(0)[2].d_out == 2 * I
+    assert phi.decoder.layer_linears(0)[2].d_out == 2 * FF
     assert phi.num_params == model_from_config(TINY["llama"]).num_params
 
 
@@ -117,7 +117,7 @@ def test_sliding_window_only_with_flag_for_qwen() -> None:
 
 def test_active_params_of_moe_counts_top_k_experts() -> None:
     m = model_from_config(TINY["mixtral"])
-    per_expert = 3 * H * I
+    per_expert = 3 * H * FF
     assert m.num_params - m.num_active_params == 2 * (4 - 2) * per_expert
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-H, L, V, NH, NKV, HD, I = 64, 2, 100, 4, 2, 16, 96
+H, L, V, NH, NKV, HD, FF = 64, 2, 100, 4, 2, 16, 96
 KV = NKV * HD  # 32
 
 BASE: dict[str, Any] = {
     "hidden_size": H, "num_hidden_layers": L, "vocab_size": V, "num_attention_heads": NH,
-    "num_key_value_heads": NKV, "intermediate_size": I, "max_position_embeddings": 128,
+    "num_key_value_heads": NKV, "intermediate_size": FF, "max_position_embeddings": 128,
 }
 
 
@@ -23,7 +23,7 @@ def cfg(model_type: str, **extra: Any) -> dict[str, Any]:
 
 
 ATTN = H * H + H * KV + H * KV + H * H  # q, k, v, o without bias = 12288
-MLP = 3 * H * I  # gate, up, down = 18432
+MLP = 3 * H * FF  # gate, up, down = 18432
 NORMS = 2 * H
 EMB = V * H
 
@@ -68,7 +68,7 @@ def _deepseek(q_lora: int | None, shared: int, router_bias: bool) -> int:
 
 EXPECTED: dict[str, int] = {
     "llama": EMB + L * (ATTN + MLP + NORMS) + H + EMB,
-    "llama_bias": EMB + L * (ATTN + (H + KV + KV + H) + MLP + (I + I + H) + NORMS) + H + EMB,
+    "llama_bias": EMB + L * (ATTN + (H + KV + KV + H) + MLP + (FF + FF + H) + NORMS) + H + EMB,
     "mistral": EMB + L * (ATTN + MLP + NORMS) + H + EMB,
     "qwen2": EMB + L * (ATTN + (H + KV + KV) + MLP + NORMS) + H + EMB,
     "qwen3": EMB + L * (ATTN + 2 * HD + MLP + NORMS) + H + EMB,

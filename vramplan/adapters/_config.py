@@ -18,9 +18,10 @@ _MISSING = object()
 class Cfg:
     """A config dict plus where it came from (``config``, ``config.text_config`` ...)."""
 
-    __slots__ = ("data", "path", "defaults")
+    __slots__ = ("data", "defaults", "path")
 
-    def __init__(self, data: Mapping[str, Any], path: str = "config", defaults: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, data: Mapping[str, Any], path: str = "config",
+                 defaults: Mapping[str, Any] | None = None) -> None:
         if not isinstance(data, Mapping):
             raise SpecError(f"{path} must be a JSON object (dict), got {type(data).__name__}")
         self.data = data
@@ -53,17 +54,17 @@ class Cfg:
             f"(copy it from the model's Hugging Face config)"
         )
 
-    def int(self, *keys: str, default: Any = _MISSING) -> int:
-        """An integer value (``req`` semantics unless ``default`` is given)."""
-        if default is not _MISSING:
-            for key in keys:
-                if self.raw(key) is not None:
-                    break
-            else:
-                return int(default) if default is not None else default
-        value = self.req(*keys)
+    def integer(self, *keys: str, default: int | None = None) -> int:
+        """An integer value: the first of ``keys`` that is set, else ``default``; ``SpecError`` when
+        none is set and there is no default, or when the value is not an integer."""
+        key = next((k for k in keys if self.raw(k) is not None), None)
+        if key is None:
+            if default is not None:
+                return default
+            self.req(*keys)  # raises, naming the keys
+        value = self.raw(key) if key is not None else None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise SpecError(f"{self._where(keys[0])}={value!r} must be an integer")
+            raise SpecError(f"{self._where(key or keys[0])}={value!r} must be an integer")
         return int(value)
 
     def opt_int(self, key: str) -> int | None:
@@ -71,27 +72,27 @@ class Cfg:
         value = self.raw(key)
         if value is None:
             return None
-        return self.int(key)
+        return self.integer(key)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         """A boolean (absent or null: ``default``)."""
         value = self.raw(key, default)
         if not isinstance(value, bool):
             raise SpecError(f"{self._where(key)}={value!r} must be true or false")
         return value
 
-    def str(self, key: str, default: str = "") -> str:
+    def text(self, key: str, default: str = "") -> str:
         """A string (absent or null: ``default``)."""
         value = self.raw(key, default)
         return str(value)
 
-    def sub(self, key: str, defaults: Mapping[str, Any] | None = None) -> "Cfg":
+    def sub(self, key: str, defaults: Mapping[str, Any] | None = None) -> Cfg:
         """The nested config under ``key`` (``text_config``, ``vision_config``)."""
         value = self.req(key)
         return Cfg(value, self._where(key), defaults)
 
     def positive(self, *names: str) -> None:
         """Raise one ``SpecError`` listing every named integer that is not positive."""
-        bad = [f"{self._where(n)}={self.raw(n)!r}" for n in names if not (self.int(n) > 0)]
+        bad = [f"{self._where(n)}={self.raw(n)!r}" for n in names if not (self.integer(n) > 0)]
         if bad:
             raise SpecError("; ".join(bad) + " must be positive")

@@ -66,7 +66,7 @@ def model_from_config(config: Mapping[str, Any], name: str = "custom", source: s
     if not model_type:
         raise SpecError("config: required key 'model_type' is missing; supported: "
                         + ", ".join(supported_model_types()))
-    if model_type in TOWER_TYPES and model_type != "qwen2_vl":
+    if model_type in TOWER_TYPES:
         raise SpecError(f"config.model_type={model_type!r} is a vision tower, not a language model; "
                         "use vramplan.adapters.tower_from_config for it")
     resolve = resolve_tower or _default_resolver
@@ -75,13 +75,10 @@ def model_from_config(config: Mapping[str, Any], name: str = "custom", source: s
         if model_type not in DECODER_FAMILIES:
             raise SpecError(f"config.model_type={model_type!r} is not supported; supported: "
                             + ", ".join(supported_model_types()))
-        build = build_decoder(c, model_type)
-        towers, connectors, image_tokens, notes = (), (), 0, ()
-    else:
-        build, towers, connectors = parts.build, parts.towers, parts.connectors
-        image_tokens, notes = parts.image_tokens, parts.notes
+        parts = VLMParts(build_decoder(c, model_type), (), (), 0)
+    build = parts.build
     return ModelSpec(
-        name=name, model_type=model_type, decoder=build.decoder, towers=towers, connectors=connectors,
-        image_tokens=image_tokens, source=source, moe_block_class=build.moe_block_class,
-        decoder_layer_class=build.decoder_layer_class, notes=tuple(build.notes) + tuple(notes),
+        name=name, model_type=model_type, decoder=build.decoder, towers=parts.towers, connectors=parts.connectors,
+        image_tokens=parts.image_tokens, source=source, moe_block_class=build.moe_block_class,
+        decoder_layer_class=build.decoder_layer_class, notes=build.notes + parts.notes,
     )

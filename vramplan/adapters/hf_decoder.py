@@ -43,10 +43,10 @@ SUBCONFIG_DEFAULTS: dict[str, dict[str, object]] = {
 def _base(c: Cfg) -> tuple[int, int, int, int, int, int]:
     """hidden, layers, vocab, heads, kv heads, intermediate (validated positive)."""
     c.positive("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads")
-    heads = c.int("num_attention_heads")
-    kv = c.int("num_key_value_heads", default=heads)
-    return (c.int("hidden_size"), c.int("num_hidden_layers"), c.int("vocab_size"), heads, kv,
-            c.int("intermediate_size"))
+    heads = c.integer("num_attention_heads")
+    kv = c.integer("num_key_value_heads", default=heads)
+    return (c.integer("hidden_size"), c.integer("num_hidden_layers"), c.integer("vocab_size"), heads, kv,
+            c.integer("intermediate_size"))
 
 
 def _head_dim(c: Cfg, hidden: int, heads: int, default: int | None = None) -> int:
@@ -59,7 +59,7 @@ def _head_dim(c: Cfg, hidden: int, heads: int, default: int | None = None) -> in
 
 def _sliding(c: Cfg, *, needs_flag: bool) -> int | None:
     """Sliding-window width (Qwen2/Qwen3 use it only with ``use_sliding_window``)."""
-    if needs_flag and not c.bool("use_sliding_window", False):
+    if needs_flag and not c.flag("use_sliding_window", False):
         return None
     return c.opt_int("sliding_window")
 
@@ -67,7 +67,7 @@ def _sliding(c: Cfg, *, needs_flag: bool) -> int | None:
 def _moe_layers(c: Cfg, layers: int) -> tuple[int, ...]:
     """Qwen2-MoE / Qwen3-MoE rule (``Qwen2MoeDecoderLayer.__init__``): not in ``mlp_only_layers`` and
     ``(i + 1) % decoder_sparse_step == 0``."""
-    step = c.int("decoder_sparse_step", default=1)
+    step = c.integer("decoder_sparse_step", default=1)
     only_mlp = set(c.raw("mlp_only_layers", []) or [])
     if step < 1:
         raise SpecError(f"{c.path}.decoder_sparse_step={step} must be at least 1")
@@ -80,7 +80,7 @@ def _dense(c: Cfg, kind: str, *, qkv_bias: bool | None = None, o_bias: bool | No
     """Dense decoder shared by Llama-like families. ``qkv_bias``/``o_bias`` None: ``attention_bias``."""
     hidden, layers, vocab, heads, kv, inter = _base(c)
     head_dim = _head_dim(c, hidden, heads, head_dim_default)
-    attn_bias = c.bool("attention_bias", False)
+    attn_bias = c.flag("attention_bias", False)
     attention = AttentionSpec(
         num_heads=heads, num_kv_heads=kv, head_dim=head_dim,
         qkv_bias=attn_bias if qkv_bias is None else qkv_bias,
@@ -90,10 +90,10 @@ def _dense(c: Cfg, kind: str, *, qkv_bias: bool | None = None, o_bias: bool | No
     )
     return DecoderSpec(
         hidden_size=hidden, num_layers=layers, vocab_size=vocab, attention=attention,
-        intermediate_size=inter, mlp_bias=c.bool("mlp_bias", False) if kind == "llama" else False,
-        fused_gate_up=fused, tie_embeddings=c.bool("tie_word_embeddings", tie_default), norms_per_layer=norms,
+        intermediate_size=inter, mlp_bias=c.flag("mlp_bias", False) if kind == "llama" else False,
+        fused_gate_up=fused, tie_embeddings=c.flag("tie_word_embeddings", tie_default), norms_per_layer=norms,
         logit_softcap=kind == "gemma2" and c.data.get("final_logit_softcapping", 30.0) is not None,  # null: off
-        max_position_embeddings=c.int("max_position_embeddings", default=0),
+        max_position_embeddings=c.integer("max_position_embeddings", default=0),
     )
 
 
@@ -150,7 +150,7 @@ def build_mixtral(c: Cfg) -> DecoderBuild:
     """``models/mixtral/modeling_mixtral.py``: every layer is ``MixtralSparseMoeBlock`` (router
     Linear(h, E) without bias; experts w1/w3/w2 of width ``intermediate_size``)."""
     d = _dense(c, "mixtral", qkv_bias=False, o_bias=False)
-    moe = MoESpec(num_experts=c.int("num_local_experts"), top_k=c.int("num_experts_per_tok"),
+    moe = MoESpec(num_experts=c.integer("num_local_experts"), top_k=c.integer("num_experts_per_tok"),
                   expert_intermediate=d.intermediate_size, expert_names=("w1", "w3", "w2"))
     return DecoderBuild(_with_moe(d, moe, tuple(range(d.num_layers))), "MixtralDecoderLayer",
                         "MixtralSparseMoeBlock")
@@ -160,10 +160,10 @@ def build_qwen2_moe(c: Cfg) -> DecoderBuild:
     """``models/qwen2_moe/modeling_qwen2_moe.py``: q/k/v bias (``qkv_bias``, default True), experts of
     width ``moe_intermediate_size``, one shared expert of ``shared_expert_intermediate_size`` with a
     sigmoid ``shared_expert_gate`` Linear(h, 1); dense layers use ``intermediate_size``."""
-    d = _dense(c, "qwen2_moe", qkv_bias=c.bool("qkv_bias", True), o_bias=False, sliding_flag=True)
-    shared = c.int("shared_expert_intermediate_size", default=0)
-    moe = MoESpec(num_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
-                  expert_intermediate=c.int("moe_intermediate_size"), num_shared_experts=1 if shared else 0,
+    d = _dense(c, "qwen2_moe", qkv_bias=c.flag("qkv_bias", True), o_bias=False, sliding_flag=True)
+    shared = c.integer("shared_expert_intermediate_size", default=0)
+    moe = MoESpec(num_experts=c.integer("num_experts"), top_k=c.integer("num_experts_per_tok"),
+                  expert_intermediate=c.integer("moe_intermediate_size"), num_shared_experts=1 if shared else 0,
                   shared_intermediate=shared, shared_expert_gate=bool(shared))
     layers = _moe_layers(c, d.num_layers) if moe.num_experts > 0 else ()
     return DecoderBuild(_with_moe(d, moe, layers), "Qwen2MoeDecoderLayer", "Qwen2MoeSparseMoeBlock")
@@ -173,8 +173,8 @@ def build_qwen3_moe(c: Cfg) -> DecoderBuild:
     """``models/qwen3_moe/modeling_qwen3_moe.py``: Qwen3 attention (q/k norms over head_dim), experts
     of width ``moe_intermediate_size``, no shared expert."""
     d = _dense(c, "qwen3_moe", qk_norm=True, sliding_flag=True)
-    moe = MoESpec(num_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
-                  expert_intermediate=c.int("moe_intermediate_size"))
+    moe = MoESpec(num_experts=c.integer("num_experts"), top_k=c.integer("num_experts_per_tok"),
+                  expert_intermediate=c.integer("moe_intermediate_size"))
     layers = _moe_layers(c, d.num_layers) if moe.num_experts > 0 else ()
     return DecoderBuild(_with_moe(d, moe, layers), "Qwen3MoeDecoderLayer", "Qwen3MoeSparseMoeBlock")
 
@@ -185,7 +185,7 @@ def build_olmoe(c: Cfg) -> DecoderBuild:
     d = _dense(c, "olmoe")
     kv_dim = (d.hidden_size // d.attention.num_heads) * d.attention.num_kv_heads
     attention = replace(d.attention, qk_norm_numel=d.hidden_size + kv_dim)
-    moe = MoESpec(num_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
+    moe = MoESpec(num_experts=c.integer("num_experts"), top_k=c.integer("num_experts_per_tok"),
                   expert_intermediate=d.intermediate_size)
     return DecoderBuild(_with_moe(d, moe, tuple(range(d.num_layers)), attention=attention),
                         "OlmoeDecoderLayer", "OlmoeSparseMoeBlock")
@@ -199,32 +199,32 @@ def _build_deepseek(c: Cfg, version: int) -> DecoderBuild:
     Linear(h, E) without bias, shared experts as one MLP of ``n_shared_experts * moe_intermediate_size``.
     V3 adds ``e_score_correction_bias`` (E per MoE layer)."""
     c.positive("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads")
-    if c.bool("attention_bias", False):
+    if c.flag("attention_bias", False):
         raise SpecError(f"{c.path}.attention_bias=true is not supported for MLA attention; "
                         "released DeepSeek configs use false")
-    hidden, layers, vocab = c.int("hidden_size"), c.int("num_hidden_layers"), c.int("vocab_size")
-    heads = c.int("num_attention_heads")
-    mla = MLASpec(q_lora_rank=c.opt_int("q_lora_rank"), kv_lora_rank=c.int("kv_lora_rank"),
-                  qk_nope_head_dim=c.int("qk_nope_head_dim"), qk_rope_head_dim=c.int("qk_rope_head_dim"),
-                  v_head_dim=c.int("v_head_dim"))
+    hidden, layers, vocab = c.integer("hidden_size"), c.integer("num_hidden_layers"), c.integer("vocab_size")
+    heads = c.integer("num_attention_heads")
+    mla = MLASpec(q_lora_rank=c.opt_int("q_lora_rank"), kv_lora_rank=c.integer("kv_lora_rank"),
+                  qk_nope_head_dim=c.integer("qk_nope_head_dim"), qk_rope_head_dim=c.integer("qk_rope_head_dim"),
+                  v_head_dim=c.integer("v_head_dim"))
     attention = AttentionSpec(num_heads=heads, num_kv_heads=heads,
                               head_dim=mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla=mla)
     experts = c.opt_int("n_routed_experts") or 0
-    moe_inter = c.int("moe_intermediate_size") if experts else 0
-    first_dense = c.int("first_k_dense_replace", default=0)
-    freq = c.int("moe_layer_freq", default=1)
+    moe_inter = c.integer("moe_intermediate_size") if experts else 0
+    first_dense = c.integer("first_k_dense_replace", default=0)
+    freq = c.integer("moe_layer_freq", default=1)
     if freq < 1:
         raise SpecError(f"{c.path}.moe_layer_freq={freq} must be at least 1")
     moe_layers = tuple(i for i in range(layers) if experts and i >= first_dense and i % freq == 0)
     shared = c.opt_int("n_shared_experts") or 0
-    moe = MoESpec(num_experts=experts, top_k=c.int("num_experts_per_tok"), expert_intermediate=moe_inter,
+    moe = MoESpec(num_experts=experts, top_k=c.integer("num_experts_per_tok"), expert_intermediate=moe_inter,
                   num_shared_experts=shared, shared_intermediate=shared * moe_inter,
                   router_bias_numel=experts if version == 3 else 0) if experts else None
     decoder = DecoderSpec(
         hidden_size=hidden, num_layers=layers, vocab_size=vocab, attention=attention,
-        intermediate_size=c.int("intermediate_size"), moe=moe if moe_layers else None, moe_layers=moe_layers,
-        tie_embeddings=c.bool("tie_word_embeddings", False),
-        max_position_embeddings=c.int("max_position_embeddings", default=0),
+        intermediate_size=c.integer("intermediate_size"), moe=moe if moe_layers else None, moe_layers=moe_layers,
+        tie_embeddings=c.flag("tie_word_embeddings", False),
+        max_position_embeddings=c.integer("max_position_embeddings", default=0),
     )
     notes: list[str] = []
     if version == 3 and (c.opt_int("num_nextn_predict_layers") or 0) > 0:

@@ -25,7 +25,7 @@ CLIP_VISION_DEFAULTS: dict[str, object] = {
 SIGLIP_VISION_DEFAULTS: dict[str, object] = {**CLIP_VISION_DEFAULTS, "patch_size": 16, "vision_use_head": True}
 """``SiglipVisionConfig`` defaults."""
 
-TOWER_TYPES = ("clip_vision_model", "clip", "siglip_vision_model", "siglip", "convnext", "qwen2_vl")
+TOWER_TYPES = ("clip_vision_model", "clip", "siglip_vision_model", "siglip", "convnext")
 """``model_type`` values ``tower_from_config`` accepts."""
 
 
@@ -65,7 +65,7 @@ def convnext_numel(dims: tuple[int, ...], depths: tuple[int, ...], channels: int
     stem Conv2d(k=patch, bias) + LayerNorm; stages 1.. start with LayerNorm + Conv2d(k2, s2, bias); each
     block is a depthwise 7x7 Conv2d with bias, LayerNorm, Linear(d, 4d), Linear(4d, d) and layer scale (d)."""
     n = channels * patch * patch * dims[0] + dims[0] + _layernorm(dims[0])
-    for s, (dim, depth) in enumerate(zip(dims, depths)):
+    for s, (dim, depth) in enumerate(zip(dims, depths, strict=True)):
         if s > 0:
             prev = dims[s - 1]
             n += _layernorm(prev) + prev * 4 * dim + dim
@@ -96,13 +96,14 @@ def _square(c: Cfg, key: str) -> int:
 
 
 def _vit_tower(c: Cfg, name: str, kind: str, image_size: int | None) -> VisionTowerSpec:
-    h, inter = c.int("hidden_size"), c.int("intermediate_size")
-    layers, heads, channels = c.int("num_hidden_layers"), c.int("num_attention_heads"), c.int("num_channels")
+    h, inter = c.integer("hidden_size"), c.integer("intermediate_size")
+    layers, heads = c.integer("num_hidden_layers"), c.integer("num_attention_heads")
+    channels = c.integer("num_channels")
     image, patch = image_size or _square(c, "image_size"), _square(c, "patch_size")
     if kind == "clip":
         n = clip_vision_numel(h, inter, layers, channels, image, patch)
     else:
-        n = siglip_vision_numel(h, inter, layers, channels, image, patch, c.bool("vision_use_head", True))
+        n = siglip_vision_numel(h, inter, layers, channels, image, patch, c.flag("vision_use_head", True))
     return VisionTowerSpec(name=name, kind="vit", image_size=image, patch_size=patch, num_params=n, hidden_size=h,
                            num_layers=layers, num_heads=heads, intermediate_size=inter, class_token=kind == "clip",
                            positions_per_pass=(image // patch) ** 2, out_channels=h)
@@ -114,9 +115,11 @@ def tower_from_config(config: Mapping[str, Any], name: str = "vision", *, path: 
     reduced to its ``vision_config``). ``image_size`` overrides the config (MGM feeds ConvNeXt 768 px).
     ``positions_per_pass`` is the patch grid (class token dropped, LLaVA ``select_feature='patch'``)."""
     c = Cfg(config, path)
-    model_type = c.str("model_type", "")
+    model_type = c.text("model_type", "")
     if model_type in ("clip", "siglip"):
-        return tower_from_config(c.req("vision_config"), name, path=f"{path}.vision_config", image_size=image_size)
+        vision = dict(Cfg(c.req("vision_config"), f"{path}.vision_config").data)
+        vision.setdefault("model_type", f"{model_type}_vision_model")
+        return tower_from_config(vision, name, path=f"{path}.vision_config", image_size=image_size)
     if model_type == "clip_vision_model":
         return _vit_tower(Cfg(config, path, CLIP_VISION_DEFAULTS), name, "clip", image_size)
     if model_type == "siglip_vision_model":
@@ -126,10 +129,10 @@ def tower_from_config(config: Mapping[str, Any], name: str = "vision", *, path: 
         depths = tuple(int(d) for d in c.req("depths"))
         if len(dims) != len(depths) or not dims:
             raise SpecError(f"{path}: hidden_sizes {dims} and depths {depths} must have the same length")
-        patch = c.int("patch_size", default=4)
-        image = image_size or c.int("image_size", default=224)
+        patch = c.integer("patch_size", default=4)
+        image = image_size or c.integer("image_size", default=224)
         scale = float(c.raw("layer_scale_init_value", 1e-6)) > 0
-        n = convnext_numel(dims, depths, c.int("num_channels", default=3), patch, scale)
+        n = convnext_numel(dims, depths, c.integer("num_channels", default=3), patch, scale)
         return VisionTowerSpec(name=name, kind="convnext", image_size=image, patch_size=patch, num_params=n,
                                num_layers=sum(depths), stage_dims=dims, stage_depths=depths,
                                positions_per_pass=(image // patch) ** 2, out_channels=sum(dims))
@@ -146,12 +149,12 @@ merged 2 x 2 into 1280 LLM tokens. The processor's own default (max_pixels 12845
 def qwen2_vl_tower(v: Cfg) -> tuple[VisionTowerSpec, ConnectorSpec, int]:
     """Qwen2-VL ``vision_config`` -> (tower without merger, merger connector, LLM tokens per image).
     ``PatchMerger``: ln_q LayerNorm(e), mlp Linear(e*m^2, e*m^2) + GELU + Linear(e*m^2, hidden), biases."""
-    embed, depth, heads = v.int("embed_dim"), v.int("depth"), v.int("num_heads")
-    patch, temporal = v.int("patch_size", "spatial_patch_size"), v.int("temporal_patch_size", default=2)
-    merge, channels = v.int("spatial_merge_size", default=2), v.int("in_channels", "in_chans", default=3)
+    embed, depth, heads = v.integer("embed_dim"), v.integer("depth"), v.integer("num_heads")
+    patch, temporal = v.integer("patch_size", "spatial_patch_size"), v.integer("temporal_patch_size", default=2)
+    merge, channels = v.integer("spatial_merge_size", default=2), v.integer("in_channels", "in_chans", default=3)
     ratio = v.raw("mlp_ratio", 4)
     mlp_hidden = int(embed * ratio)
-    hidden = v.int("hidden_size")
+    hidden = v.integer("hidden_size")
     side = patch * merge
     width, height = 1120 // side * side, 896 // side * side
     patches = (width // patch) * (height // patch)
@@ -163,7 +166,8 @@ def qwen2_vl_tower(v: Cfg) -> tuple[VisionTowerSpec, ConnectorSpec, int]:
     )
     wide = embed * merge * merge
     merger = ConnectorSpec(name="merger", kind="merger", norm_numel=_layernorm(embed), linears=(
-        Linear(name="mlp.0", d_in=wide, d_out=wide, bias=True), Linear(name="mlp.2", d_in=wide, d_out=hidden, bias=True)))
+        Linear(name="mlp.0", d_in=wide, d_out=wide, bias=True),
+        Linear(name="mlp.2", d_in=wide, d_out=hidden, bias=True)))
     return tower, merger, patches // (merge * merge)
 
 

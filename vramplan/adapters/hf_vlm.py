@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..core.errors import SpecError
-from ..core.model import VisionTowerSpec
+from ..core.model import ConnectorSpec, VisionTowerSpec
 from ._config import Cfg
 from .hf_decoder import SUBCONFIG_DEFAULTS, DecoderBuild, build_decoder
 from .hf_vision import llava_projector, mgm_mining, qwen2_vl_tower, tower_from_config
@@ -28,9 +28,9 @@ VLM_TYPES = ("llava", "llava_llama", "llava_mistral", "qwen2_vl", "mgm", "mgm_ge
 class VLMParts:
     """What a VLM builder returns to ``hf_config.model_from_config``."""
 
-    __slots__ = ("build", "towers", "connectors", "image_tokens", "notes")
+    __slots__ = ("build", "connectors", "image_tokens", "notes", "towers")
 
-    def __init__(self, build: DecoderBuild, towers: tuple[VisionTowerSpec, ...], connectors: tuple[Any, ...],
+    def __init__(self, build: DecoderBuild, towers: tuple[VisionTowerSpec, ...], connectors: tuple[ConnectorSpec, ...],
                  image_tokens: int, notes: tuple[str, ...] = ()) -> None:
         self.build, self.towers, self.connectors = build, towers, connectors
         self.image_tokens, self.notes = image_tokens, notes
@@ -68,19 +68,19 @@ def build_llava_hf(c: Cfg) -> VLMParts:
                                                     "num_attention_heads": 16})
     vision_raw.setdefault("model_type", "clip_vision_model")
     tower = tower_from_config(vision_raw, "vision", path="config.vision_config")
-    strategy = c.str("vision_feature_select_strategy", "default")
+    strategy = c.text("vision_feature_select_strategy", "default")
     positions = _patch_positions(tower, strategy, "config.vision_feature_select_strategy")
     tower = replace(tower, positions_per_pass=positions)
     layers = c.raw("vision_feature_layer", -2)
     n_layers = len(layers) if isinstance(layers, list) else 1
     projector = llava_projector("mlp2x_gelu", tower.hidden_size * n_layers, build.decoder.hidden_size,
                                 name="multi_modal_projector")
-    bias = c.bool("multimodal_projector_bias", True)
+    bias = c.flag("multimodal_projector_bias", True)
     linears = tuple(replace(lin, name=f"linear_{i + 1}", bias=bias) for i, lin in enumerate(projector.linears))
     projector = replace(projector, linears=linears)
-    if c.bool("tie_word_embeddings", False) and not build.decoder.tie_embeddings:
+    if c.flag("tie_word_embeddings", False) and not build.decoder.tie_embeddings:
         build = replace(build, decoder=replace(build.decoder, tie_embeddings=True))
-    tokens = c.int("image_seq_length", default=positions)
+    tokens = c.integer("image_seq_length", default=positions)
     return VLMParts(build, (tower,), (projector,), tokens)
 
 
@@ -91,12 +91,12 @@ def build_llava_original(c: Cfg, model_type: str, resolve: TowerResolver) -> VLM
     backbone = "mistral" if model_type == "llava_mistral" else "llama"
     build = build_decoder(c, backbone)
     tower = tower_from_config(_resolve(c, "mm_vision_tower", resolve), "vision", path="mm_vision_tower")
-    positions = _patch_positions(tower, c.str("mm_vision_select_feature", "patch"), "config.mm_vision_select_feature")
+    positions = _patch_positions(tower, c.text("mm_vision_select_feature", "patch"), "config.mm_vision_select_feature")
     tower = replace(tower, positions_per_pass=positions)
-    mm_hidden = c.int("mm_hidden_size", default=tower.hidden_size)
-    projector = llava_projector(c.str("mm_projector_type", "linear"), mm_hidden, build.decoder.hidden_size)
-    notes = ()
-    if c.str("image_aspect_ratio", "pad") == "anyres":
+    mm_hidden = c.integer("mm_hidden_size", default=tower.hidden_size)
+    projector = llava_projector(c.text("mm_projector_type", "linear"), mm_hidden, build.decoder.hidden_size)
+    notes: tuple[str, ...] = ()
+    if c.text("image_aspect_ratio", "pad") == "anyres":
         notes = ("image_aspect_ratio=anyres: counted as one 336 px view per image (LLaVA-NeXT tiles are not modelled)",)
     return VLMParts(build, (tower,), (projector,), positions, notes)
 
@@ -107,12 +107,12 @@ def build_qwen2_vl(c: Cfg) -> VLMParts:
     ``PatchMerger`` (connector, so that it can train while the tower stays frozen)."""
     text = c.sub("text_config") if c.has("text_config") else c
     build = build_decoder(text, "qwen2")
-    tie = c.bool("tie_word_embeddings", build.decoder.tie_embeddings)
+    tie = c.flag("tie_word_embeddings", build.decoder.tie_embeddings)
     build = replace(build, decoder=replace(build.decoder, tie_embeddings=tie or build.decoder.tie_embeddings),
                     decoder_layer_class="Qwen2VLDecoderLayer")
     vision = c.sub("vision_config")
-    if vision.has("hidden_size") and vision.int("hidden_size") != build.decoder.hidden_size:
-        raise SpecError(f"config.vision_config.hidden_size={vision.int('hidden_size')} must equal the LLM "
+    if vision.has("hidden_size") and vision.integer("hidden_size") != build.decoder.hidden_size:
+        raise SpecError(f"config.vision_config.hidden_size={vision.integer('hidden_size')} must equal the LLM "
                         f"hidden_size={build.decoder.hidden_size} (the merger's output width)")
     vision = Cfg(vision.data, vision.path, {"hidden_size": build.decoder.hidden_size})
     tower, merger, tokens = qwen2_vl_tower(vision)
@@ -147,16 +147,16 @@ def build_mgm(c: Cfg, backbone: str, resolve: TowerResolver) -> VLMParts:
     1/``image_grid``-size copy for the global view), ``mm_projector`` and the ``vlm_uni`` mining heads."""
     build = build_decoder(c, backbone)
     clip = tower_from_config(_resolve(c, "mm_vision_tower", resolve), "vision", path="mm_vision_tower")
-    positions = _patch_positions(clip, c.str("mm_vision_select_feature", "patch"), "config.mm_vision_select_feature")
-    grid = c.int("image_grid", default=1)
-    image_global = c.bool("image_global", False)
+    positions = _patch_positions(clip, c.text("mm_vision_select_feature", "patch"), "config.mm_vision_select_feature")
+    grid = c.integer("image_grid", default=1)
+    image_global = c.flag("image_global", False)
     passes = grid * grid + (1 if image_global and grid > 1 else 0)
     clip = replace(clip, positions_per_pass=positions, passes_per_image=passes)
-    size_aux = c.int("image_size_aux", default=320)
+    size_aux = c.integer("image_size_aux", default=320)
     aux = tower_from_config(_resolve(c, "mm_vision_tower_aux", resolve), "vision_aux", path="mm_vision_tower_aux",
                             image_size=size_aux)
-    mm_hidden = c.int("mm_hidden_size", default=clip.hidden_size)
-    aux_hidden = c.int("mm_hidden_size_aux", default=aux.out_channels)
+    mm_hidden = c.integer("mm_hidden_size", default=clip.hidden_size)
+    aux_hidden = c.integer("mm_hidden_size_aux", default=aux.out_channels)
     if aux_hidden != aux.out_channels:
         raise SpecError(f"config.mm_hidden_size_aux={aux_hidden} must equal the aux tower's concatenated stage "
                         f"channels {aux.out_channels} ({' + '.join(map(str, aux.stage_dims))})")
@@ -164,7 +164,7 @@ def build_mgm(c: Cfg, backbone: str, resolve: TowerResolver) -> VLMParts:
     full = (size_aux // stride) ** 2
     total = full + ((size_aux // stride // grid) ** 2 if image_global and grid > 1 else 0)
     aux = replace(aux, positions_per_pass=full, aux_positions_per_image=total if total != full else 0)
-    connectors = (llava_projector(c.str("mm_projector_type", "linear"), mm_hidden, build.decoder.hidden_size),
+    connectors = (llava_projector(c.text("mm_projector_type", "linear"), mm_hidden, build.decoder.hidden_size),
                   mgm_mining(mm_hidden, aux_hidden))
     notes = ("vision towers are frozen in every MGM recipe (optimize_vision_tower/_aux false); mm_projector and "
              "vlm_uni train",)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 
 from .errors import SpecError
 
@@ -214,7 +215,7 @@ class DecoderSpec:
 
     def is_moe_layer(self, index: int) -> bool:
         """Whether layer ``index`` has the MoE block."""
-        return self.moe is not None and index in self.moe_layers
+        return self.moe is not None and index in _moe_layer_set(self.moe_layers)
 
     def mlp_linears(self, index: int) -> list[Linear]:
         """Projections of layer ``index``'s MLP, routed experts stacked with ``count``."""
@@ -236,20 +237,16 @@ class DecoderSpec:
         return out
 
     def layer_linears(self, index: int) -> list[Linear]:
-        """Every projection of layer ``index``."""
-        return self.attention.linears(self.hidden_size) + self.mlp_linears(index)
+        """Every projection of layer ``index`` (a fresh list; the Linear objects are shared)."""
+        return list(_layer_linears(self, self.is_moe_layer(index)))
 
     def layer_numel(self, index: int) -> int:
         """Parameters of layer ``index``: projections, norms, router bias."""
-        n = sum(lin.numel for lin in self.layer_linears(index))
-        n += self.norms_per_layer * self.norm_numel_per_norm + self.attention.norm_numel()
-        if self.is_moe_layer(index) and self.moe is not None:
-            n += self.moe.router_bias_numel
-        return n
+        return _layer_numel(self, self.is_moe_layer(index))
 
     def expert_numel(self, index: int) -> int:
         """Parameters of routed experts in layer ``index`` (0 for a dense layer)."""
-        return sum(lin.numel for lin in self.mlp_linears(index) if lin.expert)
+        return sum(lin.numel for lin in self.layer_linears(index) if lin.expert)
 
     @property
     def embedding_numel(self) -> int:
@@ -264,8 +261,7 @@ class DecoderSpec:
     @property
     def num_params(self) -> int:
         """Exact parameter count (embeddings, layers, final norm, untied lm_head)."""
-        layers = sum(self.layer_numel(i) for i in range(self.num_layers))
-        return self.embedding_numel + layers + self.norm_numel_per_norm + self.lm_head_numel
+        return _decoder_num_params(self)
 
     @property
     def num_active_params(self) -> int:
@@ -274,12 +270,43 @@ class DecoderSpec:
         if self.moe is None:
             return total
         inactive_share = (self.moe.num_experts - self.moe.top_k) / self.moe.num_experts
-        return total - round(sum(self.expert_numel(i) for i in self.moe_layers) * inactive_share)
+        per_layer = self.expert_numel(self.moe_layers[0])
+        return total - round(per_layer * len(self.moe_layers) * inactive_share)
 
     @property
     def largest_layer_numel(self) -> int:
         """Parameters of the largest decoder layer (an FSDP unit when wrapping per layer)."""
         return max(self.layer_numel(i) for i in range(self.num_layers))
+
+
+@lru_cache(maxsize=256)
+def _moe_layer_set(layers: tuple[int, ...]) -> frozenset[int]:
+    """Membership set of the MoE layer indices."""
+    return frozenset(layers)
+
+
+@lru_cache(maxsize=512)
+def _layer_linears(dec: DecoderSpec, moe_layer: bool) -> tuple[Linear, ...]:
+    """Projections of a dense or an MoE layer (every dense layer is alike, and every MoE layer)."""
+    index = dec.moe_layers[0] if moe_layer else next(i for i in range(dec.num_layers) if not dec.is_moe_layer(i))
+    return tuple(dec.attention.linears(dec.hidden_size) + dec.mlp_linears(index))
+
+
+@lru_cache(maxsize=512)
+def _layer_numel(dec: DecoderSpec, moe_layer: bool) -> int:
+    """Parameters of a dense or an MoE layer."""
+    n = sum(lin.numel for lin in _layer_linears(dec, moe_layer))
+    n += dec.norms_per_layer * dec.norm_numel_per_norm + dec.attention.norm_numel()
+    if moe_layer and dec.moe is not None:
+        n += dec.moe.router_bias_numel
+    return n
+
+
+@lru_cache(maxsize=256)
+def _decoder_num_params(dec: DecoderSpec) -> int:
+    """Exact decoder parameter count."""
+    layers = sum(dec.layer_numel(i) for i in range(dec.num_layers))
+    return dec.embedding_numel + layers + dec.norm_numel_per_norm + dec.lm_head_numel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

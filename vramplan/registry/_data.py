@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -24,7 +24,7 @@ def data_path(*parts: str) -> Traversable:
     return node
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_json(*parts: str) -> Any:
     """Decoded JSON of a packaged registry file (cached; callers must not mutate the result)."""
     node = data_path(*parts)

@@ -60,7 +60,8 @@ def load_gpu(name: str) -> GPUSpec:
     """The catalog GPU called ``name`` (id or alias, case-insensitive; ``-``/``_``/spaces ignored)."""
     gpu_id = _aliases().get(name_key(name))
     if gpu_id is None:
-        names = sorted(set(_catalog()) | {a for e in read_json("gpus.json")["gpus"].values() for a in e.get("aliases", [])})
+        aliases = {a for e in read_json("gpus.json")["gpus"].values() for a in e.get("aliases", [])}
+        names = sorted(set(_catalog()) | aliases)
         close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise UnknownNameError(f"unknown GPU {name!r}; {hint}known: {', '.join(_catalog())}; "
@@ -69,7 +70,7 @@ def load_gpu(name: str) -> GPUSpec:
 
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(gib|gb)$", re.IGNORECASE)
-_COUNT = re.compile(r"^\s*(\d+)\s*[x×*]\s*(.*)$", re.IGNORECASE)
+_COUNT = re.compile(r"^\s*(\d+)\s*[x*]\s*(.*)$", re.IGNORECASE)
 
 
 def custom_gpu(size: str) -> GPUSpec:
@@ -96,11 +97,16 @@ def parse_gpus(text: str) -> tuple[GPUSpec, int]:
         raise SpecError("gpus='': empty; write e.g. 4xrtx4090, 8xa100-80g or 2x80GB")
     m = _COUNT.match(raw)
     count, name = (int(m.group(1)), m.group(2).strip()) if m else (1, raw)
-    if m is None and re.match(r"^[x×*]\s*\d", raw, re.IGNORECASE) and name_key(raw) not in _aliases():
+    if m is None and re.match(r"^[x*]\s*\d", raw, re.IGNORECASE) and name_key(raw) not in _aliases():
         raise SpecError(f"gpus={text!r}: the GPU count is missing before 'x'; write e.g. 4{raw}")
     if not name:
-        raise SpecError(f"gpus={text!r}: the GPU name is missing after '{raw}'; write e.g. {count}xrtx4090 or {count}x24GiB")
+        raise SpecError(f"gpus={text!r}: the GPU name is missing after '{raw}'; "
+                        f"write e.g. {count}xrtx4090 or {count}x24GiB")
     if count < 1:
         raise SpecError(f"gpus={text!r}: the GPU count must be at least 1; write e.g. 1x{name}")
-    gpu = custom_gpu(name) if _SIZE.match(name) else load_gpu(name)
-    return gpu, count
+    if _SIZE.match(name):
+        return custom_gpu(name), count
+    try:
+        return load_gpu(name), count
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"gpus={text!r}: {exc}") from None

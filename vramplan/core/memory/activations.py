@@ -210,11 +210,16 @@ def llm_activations(scn: Scenario, rp: RankParams) -> LLMActivations:
     in_flight = min(par.pp, scn.train.grad_accum) if par.pp > 1 else 1
     first_layer = 0
     layers = range(first_layer, first_layer + rp.layers)
-    per_layer = [decoder_layer_bytes_per_token(scn, i, flags) for i in layers]
+    by_kind: dict[bool, int] = {}
+    for i in layers:
+        kind = dec.is_moe_layer(i)
+        if kind not in by_kind:
+            by_kind[kind] = decoder_layer_bytes_per_token(scn, i, flags)
+    per_layer = [by_kind[dec.is_moe_layer(i)] for i in layers]
     # Tensor parallelism splits everything but the norms and the residual stream (Korthikanti §4.1).
     norm_part = 8 * h if tp > 1 else 0
     per_layer_tp = [norm_part + (x - norm_part) // tp for x in per_layer]
-    weight_copies = [autocast_weight_copy_bytes(dec, i, flags, tp) for i in layers]
+    weight_copies = [autocast_weight_copy_bytes(dec, i, flags, tp) for i in layers] if flags.autocast else [0]
     ckpt = scn.train.grad_ckpt
     input_bytes = (4 if flags.autocast else b) * h
     if ckpt is GradCkpt.FULL:

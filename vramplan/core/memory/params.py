@@ -7,6 +7,7 @@ parallelism, before data-parallel sharding). ``states.py`` turns counts into byt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..model import Linear, ModelSpec, Part
 from ..scenario import Method, Scenario
@@ -81,17 +82,26 @@ def rank_params(scn: Scenario) -> RankParams:
     embedding and the vision side, the last the final norm and lm_head; the stage with the most
     parameters is the one reported. Expert parallelism holds ``num_experts / ep`` experts per rank.
     """
-    model: ModelSpec = scn.model
-    dec = model.decoder
-    par = scn.parallel
-    tp, ep = par.tp, par.ep
     method = scn.train.method
-    lora_names = scn.lora_linear_names() if method in (Method.LORA, Method.QLORA) else set()
-    llm_trains = scn.trains(Part.LLM)
-    threshold = persistence_threshold(scn)
+    lora_names = frozenset(scn.lora_linear_names()) if method in (Method.LORA, Method.QLORA) else frozenset()
+    trains = frozenset(part for part in Part if scn.trains(part))
+    par = scn.parallel
+    return _rank_params(
+        scn.model, par.tp, par.pp, par.ep, method, lora_names, scn.train.lora.r, trains, persistence_threshold(scn)
+    )
+
+
+@lru_cache(maxsize=4096)
+def _rank_params(
+    model: ModelSpec, tp: int, pp: int, ep: int, method: Method, lora_names: frozenset[str], lora_r: int,
+    trains: frozenset[Part], threshold: int,
+) -> RankParams:
+    """``rank_params`` on its inputs alone (cached: the planner varies batch and engine, not these)."""
+    dec = model.decoder
+    llm_trains = Part.LLM in trains
 
     best: RankParams | None = None
-    stages = stage_layers(dec.num_layers, par.pp)
+    stages = stage_layers(dec.num_layers, pp)
     for s, layer_range in enumerate(stages):
         first, last = s == 0, s == len(stages) - 1
         dense = expert = lora = persistent = 0
@@ -120,12 +130,13 @@ def rank_params(scn: Scenario) -> RankParams:
                 gate = next(lin for lin in dec.layer_linears(i) if lin.name == "gate")
                 moe_block += gate.weight_numel
             layer_dense += norms
-            persistent += norms
+            if dec.norm_numel_per_norm <= threshold:
+                persistent += norms
             largest_unit = max(largest_unit, moe_block)
             largest_layer = max(largest_layer, layer_dense + layer_expert)
             dense += layer_dense
             expert += layer_expert
-            lora += lora_adapter_numel(dec.layer_linears(i), lora_names, scn.train.lora.r)
+            lora += lora_adapter_numel(dec.layer_linears(i), set(lora_names), lora_r)
         root = 0
         if first:
             emb = dec.embedding_numel // tp
@@ -137,7 +148,8 @@ def rank_params(scn: Scenario) -> RankParams:
             head = dec.lm_head_numel // tp + dec.norm_numel_per_norm
             dense += head
             root += head
-            persistent += dec.norm_numel_per_norm
+            if dec.norm_numel_per_norm <= threshold:
+                persistent += dec.norm_numel_per_norm
             largest_unit = max(largest_unit, dec.lm_head_numel // tp)
             largest_param = max(largest_param, dec.lm_head_numel // tp)
         # Vision towers and connectors sit on the first stage, replicated across tp.
@@ -145,15 +157,13 @@ def rank_params(scn: Scenario) -> RankParams:
         if first:
             for part in (Part.VISION, Part.VISION_AUX, Part.PROJECTOR):
                 n = model.part_numel(part)
-                if scn.trains(part):
+                if part in trains:
                     vision_trainable += n
                 else:
                     vision_frozen += n
             for c in model.connectors:
                 for lin in c.linears:
                     largest_unit = max(largest_unit, lin.weight_numel)
-            for t in model.towers:
-                largest_unit = max(largest_unit, t.num_params // max(1, t.num_layers or sum(t.stage_depths) or 1))
 
         if llm_trains:
             trainable, frozen, frozen_q = dense + expert, 0, 0
