@@ -76,8 +76,8 @@ def test_errors_are_vramplan_errors() -> None:
     assert issubclass(SpecError, VramplanError)
 
 
-def test_remote_code_is_never_imported() -> None:
-    """auto_map entries are ignored: parsing a DeepSeek config with auto_map imports nothing."""
+def test_adapters_and_registry_work_without_torch_transformers_or_hub() -> None:
+    """Every preset parses with torch, transformers and huggingface_hub blocked (DeepSeek's auto_map is ignored)."""
     code = textwrap.dedent(
         """
         import sys

@@ -97,11 +97,10 @@ def _dense(c: Cfg, kind: str, *, qkv_bias: bool | None = None, o_bias: bool | No
     )
 
 
-def _with_moe(d: DecoderSpec, moe: MoESpec, moe_layers: tuple[int, ...], *, attention: AttentionSpec | None = None,
-              intermediate: int | None = None) -> DecoderSpec:
-    return replace(d, moe=moe if moe_layers else None, moe_layers=moe_layers,
-                   attention=attention or d.attention,
-                   intermediate_size=intermediate if intermediate is not None else d.intermediate_size)
+def _with_moe(d: DecoderSpec, moe: MoESpec, moe_layers: tuple[int, ...], *,
+              attention: AttentionSpec | None = None) -> DecoderSpec:
+    """``d`` with routed experts in ``moe_layers`` (none: stays dense)."""
+    return replace(d, moe=moe if moe_layers else None, moe_layers=moe_layers, attention=attention or d.attention)
 
 
 def build_llama(c: Cfg) -> DecoderBuild:
@@ -237,6 +236,37 @@ def _build_deepseek(c: Cfg, version: int) -> DecoderBuild:
     return DecoderBuild(decoder, f"DeepseekV{version}DecoderLayer", block if moe_layers else "", tuple(notes))
 
 
+def build_deepseek_v1(c: Cfg) -> DecoderBuild:
+    """DeepSeek-MoE 16B (``model_type`` ``deepseek``, remote code ``modeling_deepseek.py``): standard
+    multi-head attention without biases, MoE layers as in ``_build_deepseek`` (first_k_dense_replace,
+    moe_layer_freq, shared experts of ``n_shared_experts * moe_intermediate_size``), no router bias."""
+    d = _dense(c, "llama")
+    experts = c.integer("n_routed_experts")
+    moe_inter = c.integer("moe_intermediate_size")
+    first_dense = c.integer("first_k_dense_replace", default=0)
+    freq = c.integer("moe_layer_freq", default=1)
+    if freq < 1:
+        raise SpecError(f"{c.path}.moe_layer_freq={freq} must be at least 1")
+    moe_layers = tuple(i for i in range(d.num_layers) if i >= first_dense and i % freq == 0)
+    shared = c.opt_int("n_shared_experts") or 0
+    moe = MoESpec(num_experts=experts, top_k=c.integer("num_experts_per_tok"), expert_intermediate=moe_inter,
+                  num_shared_experts=shared, shared_intermediate=shared * moe_inter)
+    return DecoderBuild(_with_moe(d, moe, moe_layers), "DeepseekDecoderLayer", "DeepseekMoE",
+                        ("remote-code family (trust_remote_code); counted from its modeling_deepseek.py structure",))
+
+
+def build_qwen1(c: Cfg) -> DecoderBuild:
+    """Qwen-1 (``model_type`` ``qwen``, remote code ``modeling_qwen.py``): fused ``c_attn`` (3h, with bias),
+    ``c_proj`` without bias, gated MLP ``w1``/``w2`` of width ``intermediate_size // 2`` and ``c_proj``,
+    RMSNorm, untied lm_head."""
+    d = _dense(c, "qwen", qkv_bias=True, o_bias=False, fused=False)
+    attention = replace(d.attention, fused_qkv=True)
+    return DecoderBuild(
+        replace(d, attention=attention, intermediate_size=d.intermediate_size // 2, fused_gate_up=False),
+        "QWenBlock", "", ("remote-code family (trust_remote_code); LoRA target c_attn = the fused qkv_proj",),
+    )
+
+
 def build_deepseek_v2(c: Cfg) -> DecoderBuild:
     """DeepSeek-V2 / V2-Lite (see ``_build_deepseek``)."""
     return _build_deepseek(c, 2)
@@ -259,6 +289,8 @@ DECODER_FAMILIES: dict[str, Callable[[Cfg], DecoderBuild]] = {
     "gemma2": build_gemma2,
     "phi3": build_phi3,
     "olmoe": build_olmoe,
+    "deepseek": build_deepseek_v1,
+    "qwen": build_qwen1,
     "deepseek_v2": build_deepseek_v2,
     "deepseek_v3": build_deepseek_v3,
 }

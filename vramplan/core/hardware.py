@@ -39,7 +39,7 @@ class GPUSpec:
     def is_hopper_or_newer(self) -> bool:
         """sm90+ (cuBLASLt workspace 32 MiB, FA3, NVLS)."""
         try:
-            return float(self.compute_capability or "0") >= 9.0
+            return self.vendor == "nvidia" and float(self.compute_capability or "0") >= 9.0
         except ValueError:
             return False
 

@@ -113,6 +113,9 @@ class FsdpSharding(Choice):
     NO_SHARD = "no-shard"
 
 
+LORA_TARGET_ALIASES = {"c_attn": "qkv_proj", "query_key_value": "qkv_proj", "Wqkv": "qkv_proj", "c_proj": "o_proj"}
+"""Fused-projection names of remote-code families mapped to vramplan's module names."""
+
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -281,7 +284,7 @@ class Scenario:
 
     def lora_linear_names(self) -> set[str]:
         """Decoder linear names that LoRA adapts under ``train.lora.targets``."""
-        targets = set(self.train.lora.targets)
+        targets = {LORA_TARGET_ALIASES.get(t, t) for t in self.train.lora.targets}
         names: set[str] = set()
         dec = self.model.decoder
         for index in {0, *dec.moe_layers[:1]}:
