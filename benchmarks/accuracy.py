@@ -23,11 +23,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vramplan.adapters.hf_config import model_from_config  # noqa: E402
-from vramplan.adapters.scenario_file import scenario_from_dict  # noqa: E402
-from vramplan.core.errors import VramplanError  # noqa: E402
-from vramplan.core.estimate import estimate_scenario  # noqa: E402
-from vramplan.core.units import GiB  # noqa: E402
+from vramplan.adapters.hf_config import model_from_config
+from vramplan.adapters.scenario_file import scenario_from_dict
+from vramplan.core.errors import VramplanError
+from vramplan.core.estimate import estimate_scenario
+from vramplan.core.units import GiB
 
 DATA = ROOT / "benchmarks" / "data" / "published_measurements.yaml"
 DEFAULT_TOLERANCE = 0.25

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vramplan.adapters.scenario_file import scenario_from_dict  # noqa: E402
-from vramplan.core.estimate import estimate_scenario  # noqa: E402
-from vramplan.core.scenario import Engine, GradCkpt, ParallelSpec  # noqa: E402
-from vramplan.registry.scenario_presets import builtin_scenario  # noqa: E402
+from vramplan.adapters.scenario_file import scenario_from_dict
+from vramplan.core.estimate import estimate_scenario
+from vramplan.core.scenario import Engine, GradCkpt
+from vramplan.registry.scenario_presets import builtin_scenario
 
 
 def _base(name: str):

@@ -78,7 +78,7 @@ def test_estimate_output_file_written_only_on_success(tmp_path: Path, capsys) ->
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, argv: list[str], needle: str) -> None:
-    code, out, err = run(capsys, *argv)
+    code, _out, err = run(capsys, *argv)
     assert code == 2
     assert needle in err
     assert "Traceback" not in err
@@ -114,8 +114,10 @@ def test_models_lists_presets_with_params(capsys) -> None:
 
 def test_gpus_lists_catalog(capsys) -> None:
     code, out, _ = run(capsys, "gpus", "--json")
+    assert code == 0
     ids = {g["id"] for g in json.loads(out)}
     assert {"t4", "v100-16g", "v100-32g", "rtx3090", "rtx4090", "rtx5090", "a10", "l4", "a6000", "l40s",
             "a100-40g", "a100-80g", "h100-80g", "h200", "mi300x"} <= ids
     code, out, _ = run(capsys, "gpus")
+    assert code == 0
     assert "rtx4090" in out and "no P2P" in out

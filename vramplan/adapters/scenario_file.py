@@ -19,9 +19,10 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..core.errors import ScenarioError, VramplanError
 from ..core.hardware import ClusterSpec

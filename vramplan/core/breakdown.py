@@ -11,9 +11,9 @@ two breakdowns is a diff. Which keys count toward which total:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 KEYS: tuple[str, ...] = (
     "model_states/params",
@@ -92,6 +92,6 @@ class Breakdown:
         """Plain dict (every key present)."""
         return dict(self.items)
 
-    def diff(self, other: "Breakdown") -> dict[str, int]:
+    def diff(self, other: Breakdown) -> dict[str, int]:
         """Per-key ``self - other`` (non-zero keys only)."""
         return {k: self.items[k] - other.items[k] for k in KEYS if self.items[k] != other.items[k]}

@@ -18,9 +18,14 @@ from dataclasses import dataclass, field
 from .breakdown import Breakdown
 from .memory.activations import llm_activations, vision_activations
 from .memory.buffers import engine_buffers
-from .memory.overhead import cublas_bytes, fragmentation_fraction, nccl_bytes, CUDA_CONTEXT_BYTES
-from .memory.params import RankParams, rank_params
-from .memory.states import host_buffer_factor, model_state_bytes
+from .memory.overhead import (
+    CUDA_CONTEXT_BYTES,
+    cublas_bytes,
+    fragmentation_fraction,
+    nccl_bytes,
+)
+from .memory.params import RankParams, lora_adapter_numel, rank_params
+from .memory.states import StateBytes, host_buffer_factor, model_state_bytes
 from .model import Part
 from .scenario import Engine, Method, Offload, Precision, Scenario
 from .units import GiB
@@ -139,8 +144,6 @@ def _trainable_total(scn: Scenario, rp: RankParams) -> tuple[int, int]:
         else:
             frozen += n
     if scn.train.method in (Method.LORA, Method.QLORA):
-        from .memory.params import lora_adapter_numel
-
         dec = model.decoder
         names = scn.lora_linear_names()
         trainable += sum(lora_adapter_numel(dec.layer_linears(i), names, scn.train.lora.r) for i in range(dec.num_layers))
@@ -319,7 +322,7 @@ def estimate_scenario(scn: Scenario) -> Estimate:
     )
 
 
-def host_breakdown(scn: Scenario, rp: RankParams, states) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def host_breakdown(scn: Scenario, rp: RankParams, states: StateBytes) -> dict[str, int]:
     """Host RAM of one node (engine-internals.md §1.3, §2; DeepSpeed's 1.5 host buffer factor).
 
     - process base: ``PROCESS_HOST_BASE_BYTES`` per rank;

@@ -18,7 +18,7 @@ class Choice(str, Enum):
     """A value the user types; ``parse`` gives a one-line error listing the valid ones."""
 
     @classmethod
-    def parse(cls, field_name: str, value: object) -> "Choice":
+    def parse(cls, field_name: str, value: object) -> Choice:
         """The member whose value is ``value`` (case-insensitive, '_' and '-' alike)."""
         if isinstance(value, cls):
             return value

@@ -44,7 +44,16 @@ from functools import lru_cache
 from .hardware import GPUSpec
 from .memory.params import lora_adapter_numel
 from .model import ModelSpec, Part, VisionTowerSpec
-from .scenario import Engine, FsdpSharding, GradCkpt, Method, Offload, Optimizer, Precision, Scenario
+from .scenario import (
+    Engine,
+    FsdpSharding,
+    GradCkpt,
+    Method,
+    Offload,
+    Optimizer,
+    Precision,
+    Scenario,
+)
 
 MFU_DATACENTER = 0.40
 MFU_CONSUMER = 0.35
@@ -348,8 +357,8 @@ def step_time_assumptions(scn: Scenario, assumed_rates: bool = False) -> tuple[s
     gpu = scn.cluster.gpu
     par = scn.parallel
     out = [
-        f"compute: 6N+12LHQT FLOPs/token (PaLM App. B; 8N with full checkpointing) at MFU {mfu(gpu):.2f} "
-        f"of {gpu.display_name}'s dense bf16 rate (assumption)",
+        (f"compute: 6N+12LHQT FLOPs/token (PaLM App. B; 8N with full checkpointing) at MFU {mfu(gpu):.2f} "
+        f"of {gpu.display_name}'s dense bf16 rate (assumption)"),
     ]
     if assumed_rates:
         out.append(f"{gpu.display_name} has no FLOP/s or bandwidth in the catalog: RTX 4090-class figures assumed")

@@ -10,7 +10,7 @@ from .units import gib, gib_num, params
 
 def describe_setup(scn: Scenario) -> str:
     """One line: engine, precision, batch, sequence, checkpointing, attention."""
-    t, p, c = scn.train, scn.parallel, scn.cluster
+    t, p, _c = scn.train, scn.parallel, scn.cluster
     if p.engine is Engine.DEEPSPEED:
         engine = f"DeepSpeed ZeRO-{p.zero}"
         offload = [f"{what} offload {dev.value}" for what, dev in (("optimizer", p.offload_optimizer), ("param", p.offload_param)) if dev.value != "none"]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ...api import estimate_from_dict
 from ...report.json_report import estimate_to_dict
 from ...report.text import render_estimate
-from ..scenario_args import add_scenario_arguments, scenario_dict_from_args
 from ..output import write_output
+from ..scenario_args import add_scenario_arguments, scenario_dict_from_args
 
 EPILOG = """examples:
   vramplan estimate mgm-2b-stage2                      built-in scenario (MGM issue #75 setup)

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import ConnectorSpec, DecoderSpec, Linear, VisionTowerSpec
+from ..model import ConnectorSpec, DecoderSpec, Linear, Part, VisionTowerSpec
 from ..scenario import Attention, Engine, GradCkpt, Loss, Method, Precision, Scenario
-from ..model import Part
 from ..units import ceil_div
 from .params import RankParams
 
@@ -94,7 +93,7 @@ def _norm(h: int, flags: LayerFlags, output_saved: bool) -> int:
     return total
 
 
-def _lora_extra(linears: list[Linear], flags: LayerFlags, tp: int) -> int:
+def _lora_extra(linears: list[Linear], flags: LayerFlags) -> int:
     """Bytes per token the LoRA adapters of one layer add (dropout output + mask, casts, rank-r outputs)."""
     total = 0
     for lin in linears:
@@ -107,7 +106,7 @@ def _lora_extra(linears: list[Linear], flags: LayerFlags, tp: int) -> int:
         if flags.lora_cast_copy:
             per += 4 * d_in
         total += per * (lin.count if not lin.expert else 1)
-    return total // max(1, tp) if tp > 1 else total
+    return total
 
 
 def attention_core_bytes(dec: DecoderSpec, scn: Scenario, seq_len: int, b: int) -> int:
@@ -165,7 +164,7 @@ def decoder_layer_bytes_per_token(scn: Scenario, index: int, flags: LayerFlags) 
             total += b * i * (4 if down_saves else 3)
         else:
             total += b * i * (2 if down_saves else 1)
-    total += _lora_extra(linears + mlp, flags, 1)
+    total += _lora_extra(linears + mlp, flags)
     if flags.autocast:
         # fp32 residual stream: normalised tensors kept in fp32 (+2h each) and a separate bf16 cast of
         # the input per linear (q, k, v and gate, up read the same norm output): +6h.

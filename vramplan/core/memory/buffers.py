@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..scenario import Engine, FsdpSharding, Method, Offload, Optimizer, Precision, Scenario
+from ..scenario import Engine, FsdpSharding, Method, Optimizer, Precision, Scenario
 from ..units import shard
 from .params import RankParams
 from .states import StateBytes, weight_bytes
@@ -54,13 +54,10 @@ def prefetch_elements(scn: Scenario) -> int:
 
 
 def _foreach_temp(numel: int, state_bytes: int, scn: Scenario) -> int:
-    """Optimizer temporaries during ``step()`` for ``numel`` parameters in one group."""
-    opt = scn.train.optimizer
-    if opt is Optimizer.ADAMW:
-        return numel * state_bytes
-    if opt is Optimizer.ADAFACTOR:
-        return 0
-    return 0
+    """Optimizer temporaries during ``step()`` for ``numel`` parameters in one group: torch AdamW's
+    foreach path allocates ``_foreach_sqrt(exp_avg_sq)`` (one state-sized tensor); fused and 8-bit
+    kernels update in place."""
+    return numel * state_bytes if scn.train.optimizer is Optimizer.ADAMW else 0
 
 
 def engine_buffers(scn: Scenario, rp: RankParams, states: StateBytes) -> EngineBuffers:
@@ -117,8 +114,6 @@ def engine_buffers(scn: Scenario, rp: RankParams, states: StateBytes) -> EngineB
         if engine is Engine.DDP or (engine in (Engine.FSDP, Engine.FSDP2)):
             ddp = rp.trainable * w if scn.cluster.world_size > 1 else 0
         step += _foreach_temp(rp.trainable, w, scn)
-    if par.offload_param is not Offload.NONE and engine is Engine.DEEPSPEED and par.zero == 3:
-        gathered_f += 0  # gathered working set is unchanged by param offload; partitions moved to host
     return EngineBuffers(
         zero_buckets=zero_buckets,
         gathered_forward=gathered_f,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ..model import Linear, ModelSpec, Part
+from ..model import DecoderSpec, Linear, ModelSpec, Part
 from ..scenario import Method, Scenario
 from ..units import ceil_div
 
@@ -214,7 +214,7 @@ def _weight(rp: RankParams) -> int:
     return 16 * rp.trainable + 2 * rp.frozen + rp.frozen_quantized // 2 + (1 if rp.has_lm_head else 0)
 
 
-def _linear_numel(dec, layer_range: range, tp: int, ep: int) -> int:  # type: ignore[no-untyped-def]
+def _linear_numel(dec: DecoderSpec, layer_range: range, tp: int, ep: int) -> int:
     """Weights of the decoder linears (what bitsandbytes quantizes; embeddings and lm_head stay 16-bit)."""
     total = 0
     for i in layer_range:

@@ -22,7 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import ModelSpec
-from ..scenario import Engine, FsdpSharding, Method, Offload, Optimizer, Precision, Scenario
+from ..scenario import (
+    Engine,
+    FsdpSharding,
+    Method,
+    Offload,
+    Optimizer,
+    Precision,
+    Scenario,
+)
 from ..units import ceil_div, shard
 from .params import RankParams, quantized_bytes
 
