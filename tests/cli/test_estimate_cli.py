@@ -121,3 +121,16 @@ def test_gpus_lists_catalog(capsys) -> None:
     code, out, _ = run(capsys, "gpus")
     assert code == 0
     assert "rtx4090" in out and "no P2P" in out
+
+
+@pytest.mark.parametrize("gpus", ["6x24GiB", "2x80GB"])
+def test_custom_gpu_sizes_roundtrip_through_the_scenario_file(tmp_path: Path, capsys, gpus: str) -> None:
+    _, out, _ = run(capsys, "estimate", "llama-2-7b", "--gpus", gpus, "--zero", "3", "--json")
+    first = json.loads(out)
+    path = tmp_path / "scn.json"
+    path.write_text(json.dumps(first["scenario"]))
+    code, out2, err = run(capsys, "estimate", str(path), "--json")
+    assert code == 0, err
+    again = json.loads(out2)
+    assert again["gpu"]["capacity_bytes"] == first["gpu"]["capacity_bytes"]
+    assert again["device_used_bytes"] == first["device_used_bytes"]

@@ -268,6 +268,17 @@ def scenario_from_dict(data: Mapping[str, Any], model: ModelSpec | None = None) 
     return Scenario(model=model, train=train, cluster=cluster, parallel=parallel, headroom_fraction=headroom)
 
 
+def gpu_ref(gpu_id: str, memory_bytes: int) -> str:
+    """How a scenario file names a GPU: its catalog id, or its size for a custom GPU (``24GiB``)."""
+    if not gpu_id.startswith("custom"):
+        return gpu_id
+    if memory_bytes % GiB == 0:
+        return f"{memory_bytes // GiB}GiB"
+    if memory_bytes % GB == 0:
+        return f"{memory_bytes // GB}GB"
+    return f"{memory_bytes / GiB!r}GiB"
+
+
 def _knob(value: int | None) -> int | str:
     return "auto" if value is None else value
 
@@ -292,7 +303,7 @@ def scenario_to_dict(scn: Scenario, model_ref: str | None = None) -> dict[str, A
             "loss": t.loss.value,
         },
         "hardware": {
-            "gpu": c.gpu.id,
+            "gpu": gpu_ref(c.gpu.id, c.gpu.memory_bytes),
             "gpus_per_node": c.gpus_per_node,
             "nodes": c.nodes,
             "host_ram_gb": None if c.host_ram_bytes is None else c.host_ram_bytes / GB,
