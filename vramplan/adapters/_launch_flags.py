@@ -34,7 +34,6 @@ ACCELERATE_FLAG_OPTIONS = frozenset({
 """Every other ``accelerate launch`` option takes a value."""
 
 PYTHON_VALUE_OPTIONS = frozenset({"W", "X", "c"})
-PYTHON_FLAG_OPTIONS = frozenset({"u", "O", "OO", "B", "E", "s", "S", "I", "q", "v", "b", "d", "i"})
 
 HF_TRAINING_FLAGS = frozenset({
     # transformers TrainingArguments (the commonly used ones; unknown flags are only listed, never fatal)

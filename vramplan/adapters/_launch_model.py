@@ -68,9 +68,9 @@ def model_from_path(
     # the whole path, or its last one or two components, may name a preset or an HF id
     parts = [p for p in path.strip("/").split("/") if p]
     for candidate in (path, "/".join(parts[-2:]), parts[-1] if parts else ""):
-        if candidate and resolve_preset_id(candidate):
-            ref = resolve_preset_id(candidate)
-            return ref, f"{ref} (--model_name_or_path {path} names a preset)"
+        preset = resolve_preset_id(candidate) if candidate else None
+        if preset:
+            return preset, f"{preset} (--model_name_or_path {path} names a preset)"
     for base in search_dirs:
         folder = Path(path) if Path(path).is_absolute() else base / path
         if (folder / "config.json").is_file():

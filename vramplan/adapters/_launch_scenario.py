@@ -17,7 +17,8 @@ How the training flags map (MGM ``mgm/train/train.py``, LLaVA ``llava/train/trai
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ScenarioError, VramplanError
 from ._launch_flags import ATTENTION_MAP, FLASH_ENTRY_POINTS, LEAF_MODULE_ENTRY_POINTS, OPTIM_MAP
@@ -33,7 +34,7 @@ MGM_DEFAULT_LORA_ALPHA = 16
 _COUNT = re.compile(r"^\s*\d+\s*[x×*]", re.IGNORECASE)
 
 
-def model_reference(launch: "LaunchSpec") -> tuple[str | None, str]:
+def model_reference(launch: LaunchSpec) -> tuple[str | None, str]:
     """(model reference, how it was found) from the launch flags (``_launch_model.model_from_path``)."""
     from .launch_script import search_dirs
 
@@ -47,7 +48,7 @@ def model_reference(launch: "LaunchSpec") -> tuple[str | None, str]:
     )
 
 
-def calls_z3_leaf_modules(launch: "LaunchSpec") -> bool:
+def calls_z3_leaf_modules(launch: LaunchSpec) -> bool:
     """Whether the training code is known to call ``set_z3_leaf_modules`` (MGM, LLaMA-Factory) or accelerate will."""
     entry = launch.entry.replace("\\", "/").lower()
     if any(marker in entry for marker in LEAF_MODULE_ENTRY_POINTS) or entry.endswith("train_mem.py") and "mgm" in entry:
@@ -56,7 +57,7 @@ def calls_z3_leaf_modules(launch: "LaunchSpec") -> bool:
                 or launch.launcher_args.get("deepspeed_moe_layer_cls_names"))
 
 
-def attention_of(launch: "LaunchSpec") -> str:
+def attention_of(launch: LaunchSpec) -> str:
     """Attention implementation the run uses."""
     impl = launch.flag("attn_implementation")
     if impl:
@@ -77,7 +78,8 @@ def expandable_segments(env: Mapping[str, str]) -> bool:
     return "expandable_segments:true" in text.lower()
 
 
-def _hardware(launch: "LaunchSpec", gpus: str | None, nodes: int | None, host_ram: str | int | None) -> dict[str, Any]:
+def hardware_dict(launch: LaunchSpec, gpus: str | None, nodes: int | None, host_ram: str | int | None) -> dict[str, Any]:
+    """The ``hardware:`` section: ``--gpus`` with a count overrides the script's count (see launch_to_scenario_dict)."""
     from ..registry import list_gpus, parse_gpus
 
     if not gpus:
@@ -100,7 +102,7 @@ def _hardware(launch: "LaunchSpec", gpus: str | None, nodes: int | None, host_ra
     return hw
 
 
-def _train(launch: "LaunchSpec", ds: DeepSpeedSettings | None, is_vlm: bool) -> dict[str, Any]:
+def _train(launch: LaunchSpec, ds: DeepSpeedSettings | None, is_vlm: bool) -> dict[str, Any]:
     train: dict[str, Any] = {}
     trainable = ["llm", "projector"] if is_vlm else ["llm"]
     if launch.bool_flag("tune_mm_mlp_adapter"):
@@ -148,7 +150,7 @@ def _train(launch: "LaunchSpec", ds: DeepSpeedSettings | None, is_vlm: bool) -> 
     return train
 
 
-def _parallel(launch: "LaunchSpec", ds: DeepSpeedSettings | None, world: int) -> dict[str, Any]:
+def _parallel(launch: LaunchSpec, ds: DeepSpeedSettings | None, world: int) -> dict[str, Any]:
     if ds is not None:
         par = deepspeed_settings_to_parallel(ds)
     else:
@@ -167,7 +169,7 @@ def _parallel(launch: "LaunchSpec", ds: DeepSpeedSettings | None, world: int) ->
 
 
 def launch_to_scenario_dict(
-    launch: "LaunchSpec",
+    launch: LaunchSpec,
     ds_settings: DeepSpeedSettings | None,
     *,
     gpus: str | None,
@@ -190,7 +192,7 @@ def launch_to_scenario_dict(
             raise VramplanError(f"cannot tell the model: {why}; pass --model PRESET or a config.json")
     if is_vlm is None:
         is_vlm = bool(launch.flag("vision_tower") or launch.flag("vision_tower_aux"))
-    hardware = _hardware(launch, gpus, nodes, host_ram)
+    hardware = hardware_dict(launch, gpus, nodes, host_ram)
     world = hardware["gpus_per_node"] * hardware["nodes"]
     return {
         "model": ref,

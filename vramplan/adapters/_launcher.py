@@ -15,16 +15,15 @@ Imports only the standard library and the flag tables.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 from ._launch_flags import (
     ACCELERATE_FLAG_OPTIONS,
     DEEPSPEED_FLAG_OPTIONS,
     DEEPSPEED_SHORT,
     DEEPSPEED_VALUE_OPTIONS,
-    PYTHON_FLAG_OPTIONS,
     PYTHON_VALUE_OPTIONS,
     TORCHRUN_FLAG_OPTIONS,
     TORCHRUN_VALUE_OPTIONS,
@@ -96,11 +95,17 @@ def split_launcher(words: list[str]) -> tuple[str, dict[str, str], str, bool, li
         opts, k = _options(w[2:], frozenset(), ACCELERATE_FLAG_OPTIONS, default_takes_value=True)
         return _entry("accelerate", opts, w[2 + k:])
     if _PYTHON.match(w[0]):
-        popts, k = _options(w[1:], PYTHON_VALUE_OPTIONS | frozenset({"m"}), PYTHON_FLAG_OPTIONS)
-        rest = w[1 + k:]
-        if "c" in popts:
-            return None
-        module = popts.get("m")
+        module = None
+        k = 1
+        while k < len(w) and w[k].startswith("-"):  # interpreter options end at -m MODULE or the script
+            opt = w[k].lstrip("-")
+            if opt == "m" and k + 1 < len(w):
+                module, k = w[k + 1], k + 2
+                break
+            if opt == "c":
+                return None
+            k += 2 if opt in PYTHON_VALUE_OPTIONS else 1
+        rest = w[k:]
         if module in _TORCH_LAUNCH_MODULES:
             opts, j = _options(rest, TORCHRUN_VALUE_OPTIONS, TORCHRUN_FLAG_OPTIONS)
             return _entry("torchrun", opts, rest[j:])

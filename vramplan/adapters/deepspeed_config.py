@@ -21,12 +21,13 @@ sub_group_size 1e9; prefetch 5e7; persistence 1e5; max_live/reuse 1e9; pin_memor
 from __future__ import annotations
 
 import copy
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..core.errors import ScenarioError, VramplanError
+from ._json_tools import Reader, collect_auto, is_auto, read_json_file, section, set_dotted
 
 DEFAULT_BUCKET = 500_000_000
 DEFAULT_PREFETCH = 50_000_000
@@ -38,12 +39,6 @@ DEFAULT_PARAM_BUFFER_COUNT = 5
 HF_DEFAULT_MICRO_BATCH = 8
 """TrainingArguments.per_device_train_batch_size default."""
 
-INT_KEYS = (
-    "reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size",
-    "stage3_param_persistence_threshold", "stage3_max_live_parameters", "stage3_max_reuse_distance",
-    "sub_group_size", "stage3_model_persistence_threshold",
-)
-"""zero_optimization keys DeepSpeed types as int (pydantic v2 rejects fractional floats, DeepSpeed PR #5167)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,89 +112,6 @@ class DeepSpeedSettings:
         )
 
 
-def read_json_file(path: str | Path, what: str = "DeepSpeed config") -> Any:
-    """Parse a JSON file; errors name the file, line and column (``zero2.json:7:5: invalid JSON: ...``)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise VramplanError(f"{p}: {what} not found; check the path (relative paths start at the script's folder)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise VramplanError(f"{p}: cannot read the {what} ({reason}); check the path and permissions") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise VramplanError(f"{p}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-
-
-def _is_auto(value: Any) -> bool:
-    return isinstance(value, str) and value.strip().lower() == "auto"
-
-
-class _Reader:
-    """Typed look-ups in one config with errors naming the file and the dotted key."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.fractional: list[tuple[str, float]] = []
-
-    def _err(self, key: str, value: Any, problem: str, fix: str = "") -> ScenarioError:
-        return ScenarioError(f"{self.source}: {key}", value, problem, fix)
-
-    def number(self, section: Mapping[str, Any], key: str, dotted: str, default: int | None) -> int | None:
-        value = section.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise self._err(dotted, value, "must be a number", "write e.g. 5e8 or \"auto\"")
-        try:
-            number = float(value) if not isinstance(value, (int, float)) else value
-        except ValueError:
-            raise self._err(dotted, value, "is not a number", "write e.g. 5e8 or \"auto\"") from None
-        if isinstance(number, float) and number != int(number):
-            if key in INT_KEYS:
-                self.fractional.append((dotted, float(number)))
-        return int(number)
-
-    def flag(self, section: Mapping[str, Any], key: str, dotted: str, default: bool) -> bool:
-        value = section.get(key, default)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "1"):
-            return True
-        if text in ("false", "0"):
-            return False
-        raise self._err(dotted, value, "must be true or false")
-
-    def device(self, section: Mapping[str, Any], dotted: str) -> str:
-        value = section.get("device", "none")
-        text = "none" if value is None else str(value).strip().lower()
-        if text not in ("none", "cpu", "nvme"):
-            raise self._err(f"{dotted}.device", value, "unknown offload device", "use none, cpu or nvme")
-        return text
-
-
-def _section(cfg: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
-    value = cfg.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise ScenarioError(f"{source}: {key}", value, "must be a JSON object")
-    return value
-
-
-def _collect_auto(node: Any, prefix: str = "") -> list[str]:
-    out: list[str] = []
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            out += _collect_auto(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
-    elif _is_auto(node):
-        out.append(prefix)
-    return out
-
-
 def parse_deepspeed_config(
     path_or_dict: str | Path | Mapping[str, Any],
     *,
@@ -225,14 +137,14 @@ def parse_deepspeed_config(
         raise VramplanError(f"{source}: a DeepSpeed config must be a JSON object ({{...}}), got {type(cfg).__name__}")
     if world_size < 1:
         raise ScenarioError("world_size", world_size, "must be at least 1")
-    rd = _Reader(source)
-    zero = _section(cfg, "zero_optimization", source)
+    rd = Reader(source)
+    zero = section(cfg, "zero_optimization", source)
     stage_value = zero.get("stage", 0)
     if isinstance(stage_value, bool) or str(stage_value).strip() not in ("0", "1", "2", "3"):
         raise ScenarioError(f"{source}: zero_optimization.stage", stage_value, "must be 0, 1, 2 or 3")
     stage = int(str(stage_value).strip())
-    opt_off = _section(zero, "offload_optimizer", source)
-    par_off = _section(zero, "offload_param", source)
+    opt_off = section(zero, "offload_optimizer", source)
+    par_off = section(zero, "offload_param", source)
     offload_opt = rd.device(opt_off, "zero_optimization.offload_optimizer") if opt_off else "none"
     if zero.get("cpu_offload") is True and offload_opt == "none":  # legacy key (DeepSpeed < 0.3.16)
         offload_opt = "cpu"
@@ -244,18 +156,18 @@ def parse_deepspeed_config(
         raise ScenarioError(f"{source}: zero_optimization.offload_optimizer.ratio", ratio, "must be a number in (0, 1]") from None
 
     h = hidden_size
-    reduce_auto = _is_auto(zero.get("reduce_bucket_size"))
+    reduce_auto = is_auto(zero.get("reduce_bucket_size"))
     if reduce_auto:
         reduce_bucket = h * h if h else None
     else:
         reduce_bucket = rd.number(zero, "reduce_bucket_size", "zero_optimization.reduce_bucket_size", DEFAULT_BUCKET)
     prefetch_fractional = False
-    if _is_auto(zero.get("stage3_prefetch_bucket_size")):
+    if is_auto(zero.get("stage3_prefetch_bucket_size")):
         prefetch = None if not h else (int(0.9 * h * h) if stage == 3 else DEFAULT_PREFETCH)
-        prefetch_fractional = bool(h) and stage == 3 and (9 * h * h) % 10 != 0
+        prefetch_fractional = h is not None and stage == 3 and (9 * h * h) % 10 != 0
     else:
         prefetch = rd.number(zero, "stage3_prefetch_bucket_size", "zero_optimization.stage3_prefetch_bucket_size", DEFAULT_PREFETCH)
-    if _is_auto(zero.get("stage3_param_persistence_threshold")):
+    if is_auto(zero.get("stage3_param_persistence_threshold")):
         persistence = None if not h else (10 * h if stage == 3 else DEFAULT_PERSISTENCE)
     else:
         persistence = rd.number(
@@ -270,7 +182,7 @@ def parse_deepspeed_config(
     buffer_count = rd.number(par_off, "buffer_count", "zero_optimization.offload_param.buffer_count", DEFAULT_PARAM_BUFFER_COUNT)
     hpz = rd.number(zero, "zero_hpz_partition_size", "zero_optimization.zero_hpz_partition_size", 1)
     mics = rd.number(zero, "mics_shard_size", "zero_optimization.mics_shard_size", -1)
-    overlap_set = "overlap_comm" in zero and not _is_auto(zero.get("overlap_comm"))
+    overlap_set = "overlap_comm" in zero and not is_auto(zero.get("overlap_comm"))
     overlap = rd.flag(zero, "overlap_comm", "zero_optimization.overlap_comm", stage == 3) if overlap_set else stage == 3
 
     # precision: "auto" follows the TrainingArguments flags.
@@ -278,11 +190,11 @@ def parse_deepspeed_config(
 
     def precision(key: str, hf_value: bool | None, hf_flag: str) -> bool:
         """``enabled``: "auto" or absent follows the flag (accelerate fills it); a literal is kept and checked."""
-        section = _section(cfg, key, source)
-        value = section.get("enabled")
-        if value is None or _is_auto(value):
+        block = section(cfg, key, source)
+        value = block.get("enabled")
+        if value is None or is_auto(value):
             return bool(hf_value)
-        enabled = rd.flag(section, "enabled", f"{key}.enabled", False)
+        enabled = rd.flag(block, "enabled", f"{key}.enabled", False)
         if hf_value is not None and enabled != bool(hf_value):
             mismatches.append(f"ds {key}.enabled={enabled} vs hf --{hf_flag}={bool(hf_value)}")
         return enabled
@@ -295,7 +207,7 @@ def parse_deepspeed_config(
         value = cfg.get(key)
         if value is None:
             return hf_value if hf_value is not None else None
-        if _is_auto(value):
+        if is_auto(value):
             return hf_value if hf_value is not None else default
         number = rd.number(cfg, key, key, None)
         if hf_value is not None and number != hf_value:
@@ -316,7 +228,7 @@ def parse_deepspeed_config(
             mismatches.append(text)
 
     optimizer = cfg.get("optimizer")
-    data_types = cfg.get("data_types") if isinstance(cfg.get("data_types"), Mapping) else {}
+    data_types: Mapping[str, Any] = cfg["data_types"] if isinstance(cfg.get("data_types"), Mapping) else {}
     return DeepSpeedSettings(
         source=source,
         raw=copy.deepcopy(dict(cfg)),
@@ -358,7 +270,7 @@ def parse_deepspeed_config(
         gradient_accumulation_steps=ga,
         activation_checkpointing_present=isinstance(cfg.get("activation_checkpointing"), Mapping),
         grad_accum_dtype=str(data_types.get("grad_accum_dtype")) if data_types.get("grad_accum_dtype") else None,
-        auto_keys=tuple(_collect_auto(cfg)),
+        auto_keys=tuple(collect_auto(cfg)),
         fractional_int_keys=tuple(rd.fractional),
         mismatches=tuple(mismatches),
         hidden_size=hidden_size,
@@ -389,7 +301,7 @@ def deepspeed_settings_to_parallel(settings: DeepSpeedSettings) -> dict[str, Any
         ("stage3_prefetch_bucket_size", s.stage3_prefetch_bucket_size),
         ("stage3_param_persistence_threshold", s.stage3_param_persistence_threshold),
     ):
-        if _is_auto(raw_zero.get(key)) or value is None:
+        if is_auto(raw_zero.get(key)) or value is None:
             ds[key] = "auto"
         elif key in raw_zero:
             ds[key] = value
@@ -400,24 +312,6 @@ def deepspeed_settings_to_parallel(settings: DeepSpeedSettings) -> dict[str, Any
         "offload_param": s.offload_param,
         "deepspeed": ds,
     }
-
-
-def set_dotted(config: dict[str, Any], dotted: str, value: Any, remove: bool = False) -> None:
-    """Set (or remove) ``a.b.c`` in a nested dict, creating sections as needed."""
-    parts = dotted.split(".")
-    node = config
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            if remove:
-                return
-            child = {}
-            node[part] = child
-        node = child
-    if remove:
-        node.pop(parts[-1], None)
-    else:
-        node[parts[-1]] = value
 
 
 __all__ = [

@@ -14,9 +14,9 @@ package.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from ..core.errors import ScenarioError, VramplanError
 from ._launch_flags import KNOWN_TRAINING_FLAGS, SEQ_LEN_FLAGS
@@ -279,7 +279,7 @@ def read_launch_script(path: str | Path, *, env: Mapping[str, str] | None = None
     return parse_launch_script(text, base_dir=p.parent, env=env, command=command, source=str(p))
 
 
-from ._launch_scenario import launch_to_scenario_dict  # noqa: E402  (re-exported API)
+from ._launch_scenario import launch_to_scenario_dict
 
 __all__ = [
     "LaunchSpec",

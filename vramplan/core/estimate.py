@@ -18,12 +18,7 @@ from dataclasses import dataclass, field
 from .breakdown import Breakdown
 from .memory.activations import llm_activations, vision_activations
 from .memory.buffers import engine_buffers
-from .memory.overhead import (
-    CUDA_CONTEXT_BYTES,
-    cublas_bytes,
-    fragmentation_fraction,
-    nccl_bytes,
-)
+from .memory.overhead import CUDA_CONTEXT_BYTES, allocator_slack_bytes, cublas_bytes, nccl_bytes
 from .memory.params import RankParams, lora_adapter_numel, rank_params
 from .memory.states import StateBytes, host_buffer_factor, model_state_bytes
 from .model import Part
@@ -186,7 +181,6 @@ def estimate_scenario(scn: Scenario) -> Estimate:
     cublas = cublas_bytes(gpu)
     context = CUDA_CONTEXT_BYTES
     nccl = nccl_bytes(scn)
-    frag = fragmentation_fraction(scn)
 
     base = {
         "model_states/params": states.params,
@@ -199,11 +193,8 @@ def estimate_scenario(scn: Scenario) -> Estimate:
 
     def finish(items: dict[str, int]) -> Breakdown:
         # Persistent model states are allocated once and pack tightly; the slack comes from the
-        # churn of activations, buffers and temporaries (engine-internals.md §6).
-        dynamic = sum(
-            v for k, v in items.items() if k.split("/")[0] in ("activations", "buffers", "temporaries")
-        )
-        items["overhead/allocator"] = int(dynamic * frag)
+        # churn of activations, buffers, temporaries and gathers (engine-internals.md §6).
+        items["overhead/allocator"] = allocator_slack_bytes(scn, items)
         return Breakdown(items)
 
     # forward: end of forward, or the vision towers' transient at its start.

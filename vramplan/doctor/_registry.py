@@ -5,7 +5,7 @@ A check function takes ``(ctx, rule)`` and returns ``rule.finding(...)`` or None
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..core.units import GiB
 from .types import DoctorContext, Finding, Rule, Severity

@@ -9,9 +9,10 @@ Pure: no IO, no printing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from ..adapters.deepspeed_config import DeepSpeedSettings
 from ..adapters.launch_script import LaunchSpec

@@ -9,12 +9,14 @@ from ...api import estimate_from_dict
 from ...report.json_report import estimate_to_dict
 from ...report.text import render_estimate
 from ..output import write_output
+from ..visual_args import add_visual_arguments, write_estimate_visuals
 from ..scenario_args import add_scenario_arguments, scenario_dict_from_args
 
 EPILOG = """examples:
   vramplan estimate mgm-2b-stage2                      built-in scenario (MGM issue #75 setup)
   vramplan estimate mgm-2b --gpus 4xrtx4090 --zero 3 --micro-batch 2
   vramplan estimate my_scenario.yaml --json
+  vramplan estimate mgm-2b-stage2 --html report.html --png charts/
   vramplan estimate path/to/config.json --gpus 8xa100-80g --method lora --lora-r 16
 """
 
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_scenario_arguments(p)
     p.add_argument("--json", action="store_true", help="machine-readable output (bytes as integers)")
     p.add_argument("--output", "-o", help="write the report to this file instead of stdout")
+    add_visual_arguments(p)
     p.add_argument("--method-of-estimate", dest="estimator", default="analytic", choices=["analytic"],
                    help=argparse.SUPPRESS)
     p.set_defaults(run=run)
@@ -41,5 +44,6 @@ def run(args: argparse.Namespace) -> int:
         text = json.dumps(estimate_to_dict(est, model_ref), indent=2)
     else:
         text = render_estimate(est)
+    write_estimate_visuals(args, est, model_ref)
     write_output(text, args.output)
     return 0

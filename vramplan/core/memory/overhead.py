@@ -7,6 +7,8 @@ totals compare with published measurements (benchmarks/accuracy.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..hardware import GPUSpec
 from ..scenario import Engine, Scenario
 from ..units import MiB
@@ -32,9 +34,10 @@ FRAGMENTATION_STABLE = 0.05
 FRAGMENTATION_VARIABLE = 0.10
 FRAGMENTATION_GATHER_CHURN = 0.15
 FRAGMENTATION_EXPANDABLE = 0.02
-"""Reserved-but-unallocated share of the allocated peak: 3-10 % for stable shapes, 10-30 % with
-variable-length batches or ZeRO-3/FSDP1 gather churn, 1-5 % with expandable_segments
-(engine-internals.md §6, heuristic midpoints; PyTorch c10/cuda/CUDACachingAllocator.cpp)."""
+"""Reserved-but-unallocated share: 3-10 % for stable shapes, 10-30 % with variable-length batches or
+ZeRO-3/FSDP1 gather churn, 1-5 % with expandable_segments (engine-internals.md §6, heuristic midpoints;
+PyTorch c10/cuda/CUDACachingAllocator.cpp). Applied to activations, buffers and temporaries; the gather
+rate applies to the gathered parameters on top."""
 
 
 def cublas_bytes(gpu: GPUSpec) -> int:
@@ -53,14 +56,28 @@ def nccl_bytes(scn: Scenario) -> int:
     return communicators * per
 
 
-def fragmentation_fraction(scn: Scenario) -> float:
-    """Share of the allocated peak the caching allocator holds in reserve (see constants)."""
+@dataclass(frozen=True, slots=True)
+class Fragmentation:
+    """Reserved-but-unallocated slack: a rate on all dynamic bytes plus one on gathered parameters."""
+
+    dynamic: float
+    gather: float
+
+
+def fragmentation_fraction(scn: Scenario) -> Fragmentation:
+    """Slack rates of the caching allocator for this scenario (see the constants above)."""
     par = scn.parallel
     if par.expandable_segments:
-        return FRAGMENTATION_EXPANDABLE
+        return Fragmentation(FRAGMENTATION_EXPANDABLE, 0.0)
+    dynamic = FRAGMENTATION_VARIABLE if (scn.model.is_vlm or scn.model.is_moe) else FRAGMENTATION_STABLE
     churn = (par.engine is Engine.DEEPSPEED and par.zero == 3) or par.engine is Engine.FSDP
-    if churn:
-        return FRAGMENTATION_GATHER_CHURN
-    if scn.model.is_vlm or scn.model.is_moe:
-        return FRAGMENTATION_VARIABLE  # padded-to-longest batches and routing vary tensor shapes
-    return FRAGMENTATION_STABLE
+    # padded-to-longest batches and MoE routing vary tensor shapes; gathers churn same-size blocks.
+    return Fragmentation(dynamic, FRAGMENTATION_GATHER_CHURN if churn else 0.0)
+
+
+def allocator_slack_bytes(scn: Scenario, items: dict[str, int]) -> int:
+    """``overhead/allocator`` for a breakdown: the dynamic rate on activations, buffers and temporaries,
+    plus the gather rate on ``buffers/gathered_params``."""
+    frag = fragmentation_fraction(scn)
+    dynamic = sum(v for k, v in items.items() if k.split("/")[0] in ("activations", "buffers", "temporaries"))
+    return int(dynamic * frag.dynamic + items.get("buffers/gathered_params", 0) * frag.gather)

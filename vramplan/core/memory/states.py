@@ -159,7 +159,10 @@ def model_state_bytes(scn: Scenario, rp: RankParams) -> StateBytes:
         opt = optimizer_state_bytes(t_shard, scn, state_dtype, scn.model)
         host_opt = host_par = 0
         if offload_opt:
-            host_opt = master + opt + t_shard * 4 + grads
+            # stage3.py with offload: 16-bit grad partitions, fp32 master and states on the host; the
+            # fp32 grad exists per sub-group during the step (flatten 2 B + fp32 copy 4 B).
+            sub_group = min(par.deepspeed.sub_group_size, t_shard)
+            host_opt = master + opt + grads + 6 * sub_group
             master = opt = 0
             grads = 0
         if offload_par:

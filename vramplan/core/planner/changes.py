@@ -6,7 +6,7 @@ tests can recognise it (``Plan.changes_method``).
 
 from __future__ import annotations
 
-from ..scenario import Engine, Method, Offload, Scenario
+from ..scenario import Engine, Method, Offload, Optimizer, Scenario
 
 
 def engine_label(scn: Scenario) -> str:
@@ -58,14 +58,24 @@ def describe_changes(start: Scenario, scn: Scenario) -> tuple[str, ...]:
         g0 = st.micro_batch * st.grad_accum * start.dp_degree
         g1 = t.micro_batch * t.grad_accum * scn.dp_degree
         kept = f"global batch {g1} kept" if g0 == g1 else f"global batch {g0} -> {g1}"
-        out.append(f"micro-batch {st.micro_batch} -> {t.micro_batch}, grad accum {st.grad_accum} -> {t.grad_accum} ({kept})")
+        parts = []
+        if st.micro_batch != t.micro_batch:
+            parts.append(f"micro-batch {st.micro_batch} -> {t.micro_batch}")
+        if st.grad_accum != t.grad_accum:
+            parts.append(f"grad accum {st.grad_accum} -> {t.grad_accum}")
+        out.append(", ".join(parts or [f"micro-batch {t.micro_batch}, grad accum {t.grad_accum}"]) + f" ({kept})")
     if st.grad_ckpt is not t.grad_ckpt:
         out.append(f"gradient checkpointing {st.grad_ckpt.value} -> {t.grad_ckpt.value}")
     if st.precision is not t.precision:
         why = " (GPU has no bf16)" if not scn.cluster.gpu.bf16 and "bf16" in st.precision.value else ""
         out.append(f"precision {st.precision.value} -> {t.precision.value}{why}")
     if st.optimizer is not t.optimizer:
-        out.append(f"optimizer {st.optimizer.value} -> {t.optimizer.value}")
+        ds_cpu_adam = (scn.parallel.engine is Engine.DEEPSPEED and scn.parallel.offload_optimizer is not Offload.NONE
+                       and t.optimizer is Optimizer.ADAMW_FUSED)
+        if ds_cpu_adam:
+            out.append("optimizer: DeepSpeed CPU Adam (ds_config optimizer block, required with optimizer offload)")
+        else:
+            out.append(f"optimizer {st.optimizer.value} -> {t.optimizer.value}")
     if st.attention is not t.attention:
         out.append(f"attention {st.attention.value} -> {t.attention.value}")
     if start.parallel.expandable_segments != scn.parallel.expandable_segments:

@@ -30,6 +30,8 @@ class PlanRequest:
     """Also search tensor/pipeline/expert parallelism (outside HF Trainer's mainstream)."""
     nvme: bool = True
     """Also search ZeRO-Infinity NVMe offload (tried only where CPU offload runs out of host RAM)."""
+    optimizer_changes: bool = True
+    """Also try 8-bit AdamW, Adafactor and pure bf16 when the starting optimizer/precision do not fit."""
 
     def __post_init__(self) -> None:
         if self.global_batch is not None and self.global_batch < 1:

@@ -109,7 +109,7 @@ class Searcher:
         per_rank, _, options = self.batch(fam)
         mb0 = options[0]
         ga0 = per_rank // mb0
-        ladder = variants(fam, self.start)
+        ladder = variants(fam, self.start, self.request.optimizer_changes)
         low = ckpt_levels(self.start)[0]
         tried = [c for c in (self.candidate(fam, v, low, mb0, ga0) for v in frugal_variants(ladder)) if c]
         if not tried:
@@ -165,8 +165,10 @@ class Searcher:
             g = scn.train.micro_batch * scn.train.grad_accum * scn.dp_degree
             notes.append(f"global batch {self.global_batch} is not a multiple of the {scn.dp_degree} data-parallel "
                          f"ranks; nearest is {g}")
-        if scn.cluster.host_ram_bytes is None and est.host_ram_bytes:
-            notes.append("host RAM not given: check the host RAM need (pass --host-ram)")
+        offloads = Offload.NONE is not scn.parallel.offload_optimizer or scn.parallel.offload_param is not Offload.NONE
+        if scn.cluster.host_ram_bytes is None and offloads:
+            notes.append("host RAM not checked (pass --host-ram): this setup keeps optimizer states or params in "
+                         "host memory; see the host column")
         return Plan(scenario=scn, estimate=est, step_time=estimate_step_time(scn),
                     changes=describe_changes(self.start, scn), notes=tuple(notes))
 
@@ -195,7 +197,7 @@ class Searcher:
                 rejected.append(outcome)
                 if outcome.kind == "host":
                     host_limited.add(fam)
-        plans.sort(key=lambda p: (p.step_time.total_s, len(p.changes), -p.estimate.margin_bytes))
+        plans.sort(key=plan_rank_key)
         rejected.sort(key=_closeness)
         return plans, rejected, searched
 
@@ -211,6 +213,17 @@ class Searcher:
                 if isinstance(outcome, Plan):
                     return outcome
         return None
+
+
+def needs_model_code(scn: Scenario) -> bool:
+    """tp/pp/ep > 1: the setup needs model-code changes HF Trainer does not make (see ``space.py``)."""
+    p = scn.parallel
+    return p.tp > 1 or p.pp > 1 or p.ep > 1
+
+
+def plan_rank_key(plan: Plan) -> tuple[int, float, int, int]:
+    """Ranking: setups HF Trainer runs as they are first, then by step time, changes, headroom."""
+    return (int(needs_model_code(plan.scenario)), plan.step_time.total_s, len(plan.changes), -plan.estimate.margin_bytes)
 
 
 def _frugality(fam: Family) -> int:
@@ -232,9 +245,10 @@ def _frugality(fam: Family) -> int:
 def planner_assumptions(start: Scenario, plans: list[Plan]) -> tuple[str, ...]:
     """Assumptions to print with the plans (step-time model and memory verdict)."""
     out: list[str] = [
-        f"fits = estimated nvidia-smi peak <= capacity minus headroom ({start.headroom_fraction:.0%}, "
-        "at least 0.5 GiB) per GPU, and host RAM where known",
-        "ranked by estimated step time; among equal times, fewer changes first",
+        (f"fits = estimated nvidia-smi peak <= capacity minus headroom ({start.headroom_fraction:.0%}, "
+        "at least 0.5 GiB) per GPU, and host RAM where known"),
+        ("ranked by estimated step time (setups that need model-code changes for tp/pp/ep after those HF Trainer "
+        "runs as they are); among equal times, fewer changes first"),
     ]
     if start.cluster.host_ram_bytes is None:
         out.append("host RAM unknown: offload plans are not checked against host RAM (pass --host-ram)")

@@ -12,7 +12,8 @@ training method. Within a family the search varies, in this order of preference:
 - the micro-batch, with gradient accumulation keeping the global batch.
 
 Only combinations the engines support are generated (engine-internals.md §1-§4, §9):
-DeepSpeed offload_param and NVMe optimizer offload need stage 3; optimizer offload needs
+DeepSpeed optimizer offload is searched at stages 2 and 3 (ZeRO-1 keeps full 16-bit gradients,
+§1.3 item 6, which the estimator does not count under offload); offload_param and NVMe need stage 3; optimizer offload needs
 DeepSpeedCPUAdam (no bitsandbytes optimizer); pipeline parallelism runs with ZeRO <= 1
 (DeepSpeed's PipelineEngine); expert parallelism needs DeepSpeed-MoE layers at ZeRO <= 2; tensor
 parallelism runs with FSDP2 (accelerate ``ParallelismConfig`` + a transformers ``tp_plan``);
@@ -136,7 +137,7 @@ def enumerate_families(start: Scenario, methods: tuple[Method, ...], model_paral
             out.append(Family(Engine.DEEPSPEED, zero=stage, method=method))
             if adapters:
                 continue
-            if stage in (1, 2):
+            if stage == 2:  # ZeRO-1 + offload is left out: ZeRO-1 keeps full gradients, ZeRO-2 + offload is the fix
                 out.append(Family(Engine.DEEPSPEED, zero=stage, offload_optimizer=Offload.CPU, method=method))
             if stage == 3:
                 out.append(Family(Engine.DEEPSPEED, zero=3, offload_optimizer=Offload.CPU, method=method))
@@ -184,18 +185,20 @@ def base_precision(start: Scenario) -> Precision:
     return p
 
 
-def variants(family: Family, start: Scenario) -> list[Variant]:
+def variants(family: Family, start: Scenario, optimizer_changes: bool = True) -> list[Variant]:
     """The ladder of memory savers for ``family``, fewest changes first (module docstring)."""
     prec = base_precision(start)
     opt = start.train.optimizer
-    if not family.client_optimizer and opt is not Optimizer.ADAMW:
-        opt = Optimizer.ADAMW  # DeepSpeedCPUAdam / torch AdamW on the host
+    if not family.client_optimizer:
+        # DeepSpeed needs its own optimizer with offload (DeepSpeedCPUAdam, from the ds_config "optimizer"
+        # block: no foreach temporaries); FSDP offload steps torch AdamW on the host.
+        opt = Optimizer.ADAMW_FUSED if family.engine is Engine.DEEPSPEED else Optimizer.ADAMW
     base = Variant(opt, prec, start.parallel.expandable_segments, False)
     ladder = [base]
     saver = Variant(opt, prec, True, family.engine is Engine.DEEPSPEED)
     if saver != base:
         ladder.append(saver)
-    if family.method is Method.FULL or family.method is Method.FREEZE:
+    if optimizer_changes and family.method in (Method.FULL, Method.FREEZE):
         if family.client_optimizer:
             for o in CLIENT_OPTIMIZER_SAVERS:
                 if o is not opt:

@@ -1,0 +1,184 @@
+"""Corrected copies of the user's DeepSpeed JSON and launch script (``vramplan doctor --fix-dir DIR``).
+
+``corrected_ds_config`` and ``corrected_script`` are pure (text in, text out): the chosen option's
+changes are applied last, after the safe fixes of the findings (those that do not move memory and do
+not touch the same keys). Only the analysed launcher command is edited: an existing ``--flag`` gets
+its new value in place, a new flag is appended to the command, environment changes become ``export``
+lines just before it, and a header comment lists every change and the predicted peak.
+``write_fix_files`` computes everything first, refuses to overwrite the originals (or to write into a
+non-empty folder without ``force``), then writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..adapters.deepspeed_config import set_dotted
+from ..core.errors import VramplanError
+from ..core.units import GiB
+from .candidates import DS_TEMPLATE
+from .types import Change, Finding, Severity
+
+if TYPE_CHECKING:
+    from .diagnose import DoctorReport
+    from .prescribe import Option
+
+SAFE_RULE_FIXES = frozenset({"DS002", "DS003", "DS006", "DS007", "DS008", "DS009", "DS011", "HW001", "TR005"})
+"""Findings whose fixes never change the memory the option was estimated with."""
+
+
+def merged_changes(option: Option, findings: tuple[Finding, ...]) -> tuple[Change, ...]:
+    """Safe finding fixes first, then the option's changes (which win on the same key)."""
+    option_keys = {(c.target, c.key) for c in option.changes}
+    out: list[Change] = []
+    for f in findings:
+        if f.fix is None or f.rule_id not in SAFE_RULE_FIXES or f.severity is Severity.INFO:
+            continue
+        for c in f.fix.changes:
+            if (c.target, c.key) not in option_keys and all(
+                not (c.key.startswith(k + ".") or k.startswith(c.key + ".")) for t, k in option_keys if t == c.target
+            ):
+                out.append(c)
+    unique: dict[str, Change] = {}
+    for c in out + list(option.changes):
+        unique.setdefault(json.dumps(c.as_dict(), sort_keys=True, default=str), c)
+    return tuple(unique.values())
+
+
+def corrected_ds_config(raw: Mapping[str, Any] | None, changes: tuple[Change, ...]) -> dict[str, Any] | None:
+    """The DeepSpeed JSON with ``ds_config`` changes applied (a template when there was none and one is needed)."""
+    ds_changes = [c for c in changes if c.target == "ds_config"]
+    if raw is None and not ds_changes:
+        return None
+    config = copy.deepcopy(dict(raw)) if raw is not None else copy.deepcopy(DS_TEMPLATE)
+    for c in ds_changes:
+        set_dotted(config, c.key, copy.deepcopy(c.value), remove=c.remove)
+    return config
+
+
+def _whole_floats_as_ints(node: Any) -> Any:
+    """1e9 read from JSON is the float 1000000000.0; write it back as 1000000000."""
+    if isinstance(node, dict):
+        return {k: _whole_floats_as_ints(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_whole_floats_as_ints(v) for v in node]
+    if isinstance(node, float) and node.is_integer():
+        return int(node)
+    return node
+
+
+def _flag_pattern(key: str) -> re.Pattern[str]:
+    names = "|".join(re.escape(n) for n in {key, key.replace("_", "-")})
+    value = r"""(?:'[^']*'|"(?:[^"\\]|\\.)*"|(?!--)[^\s\\]\S*)"""
+    return re.compile(rf"(?<!\S)--(?:{names})(?:=(?P<eq>{value})|(?P<sp>[ \t]+)(?P<val>{value}))?(?=\s|$)")
+
+
+def _quote(value: str) -> str:
+    return value if re.fullmatch(r"[\w@%+=:,./-]+", value) else shlex.quote(value)
+
+
+def corrected_script(text: str, line: int, end_line: int, changes: tuple[Change, ...], header: list[str]) -> str:
+    """``text`` with the command on lines ``line``..``end_line`` (1-based) edited (module docstring)."""
+    lines = text.split("\n")
+    first, last = line - 1, end_line - 1
+    appended: list[str] = []
+    for c in (c for c in changes if c.target == "script"):
+        pattern = _flag_pattern(c.key)
+        found = False
+        for i in range(first, last + 1):
+            def repl(m: re.Match[str], c: Change = c) -> str:
+                if c.remove:
+                    return ""
+                return f"--{c.key} {_quote(str(c.value))}"
+            new, n = pattern.subn(repl, lines[i])
+            if n:
+                found = True
+                if c.remove and new.strip() in ("", "\\"):
+                    new = "\\" if i < last else ""
+                lines[i] = new
+        if not found and not c.remove:
+            appended.append(f"--{c.key} {_quote(str(c.value))}")
+    if appended:
+        leading = re.match(r"^[ \t]*", lines[last])
+        indent = (leading.group(0) if leading and last > first else "") or "    "
+        if last == first:
+            lines[last] = lines[last].rstrip() + " " + " ".join(appended)
+        else:
+            lines[last] = lines[last].rstrip() + " \\"
+            new_lines = [indent + a + " \\" for a in appended]
+            new_lines[-1] = new_lines[-1][:-2]
+            lines[last + 1:last + 1] = new_lines
+    env_lines = []
+    for c in (c for c in changes if c.target == "env"):
+        env_lines.append(f"unset {c.key}" if c.remove else f"export {c.key}={_quote(str(c.value))}")
+    lines[first:first] = env_lines
+    start = 1 if lines and lines[0].startswith("#!") else 0
+    lines[start:start] = header
+    return "\n".join(lines)
+
+
+def _header(report: DoctorReport, option: Option, changes: tuple[Change, ...], source: str) -> list[str]:
+    est = option.estimate
+    launch = report.context.launch
+    out = [f"# Corrected by `vramplan doctor` from {source} (the original is left untouched).",
+           f"# Option: {option.title}",
+           (f"# Predicted peak per GPU: {est.device_used_bytes / GiB:.2f} GiB of {est.usable_bytes / GiB:.2f} GiB usable"
+            f" ({'fits' if option.fits else 'does NOT fit'})."),
+           "# Changes:"]
+    out += [f"#   {c.describe()}" for c in changes]
+    todo = [c for c in changes if c.target in ("code", "hardware")]
+    if todo:
+        out.append("# Not applied here (do these yourself):")
+        out += [f"#   {c.describe()}" for c in todo]
+    if launch is not None and launch.num_commands > 1:
+        out.append(f"# Only launcher command {launch.command_index} of {launch.num_commands} (line {launch.line}) was edited.")
+    return out
+
+
+def write_fix_files(report: DoctorReport, fix_dir: str | Path, *, choice: int | None = None, force: bool = False) -> list[Path]:
+    """Write the corrected JSON (when DeepSpeed is used) and script into ``fix_dir``; returns the paths written."""
+    option = report.option_to_apply(choice)
+    if option is None:
+        raise VramplanError("nothing fits on these GPUs, not even LoRA/QLoRA: no corrected files were written "
+                            "(see the alternatives; pick one with --fix-choice N)")
+    ctx = report.context
+    launch = ctx.launch
+    if launch is None:
+        raise VramplanError("no launch command to correct")
+    changes = merged_changes(option, report.findings)
+    out_dir = Path(fix_dir)
+    script_name = Path(report.script_path).name if report.script_path else "launch.sh"
+    ds_src = Path(ctx.ds.source) if ctx.ds is not None and Path(ctx.ds.source).exists() else None
+    config = corrected_ds_config(ctx.ds.raw if ctx.ds is not None else None, changes)
+    ds_target = out_dir / (ds_src.name if ds_src else "ds_config.json")
+    targets = [out_dir / script_name] + ([ds_target] if config is not None else [])
+    originals = {p.resolve() for p in (Path(report.script_path) if report.script_path else None, ds_src) if p}
+    for t in targets:
+        if t.resolve() in originals:
+            raise VramplanError(f"--fix-dir {fix_dir} would overwrite the original {t}; choose another folder")
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
+        raise VramplanError(f"--fix-dir {fix_dir} exists and is not an empty folder; choose another or add --force")
+    if config is not None:
+        changes = tuple(c for c in changes if not (c.target == "script" and c.key == "deepspeed")) + (
+            Change("script", "deepspeed", str(ds_target.resolve())),)
+    source = report.script_path or "--args"
+    text = launch.text if report.script_path else "#!/bin/bash\n" + launch.text.strip() + "\n"
+    offset = 0 if report.script_path else 1
+    script = corrected_script(text, launch.line + offset, launch.end_line + offset, changes,
+                              _header(report, option, changes, source))
+    payload = [(targets[0], script)]
+    if config is not None:
+        payload.append((ds_target, json.dumps(_whole_floats_as_ints(config), indent=4) + "\n"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, content in payload:
+        path.write_text(content, encoding="utf-8")
+        written.append(path)
+    targets[0].chmod(0o755)
+    return written

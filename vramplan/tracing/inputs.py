@@ -1,0 +1,79 @@
+"""One micro-batch of fake inputs for a built model, and the forward call that returns only the loss.
+
+Owns the input layout per model kind: token ids and labels of ``micro_batch x seq_len`` (image tokens
+included, as ``train.seq_len`` counts them), an all-ones padding mask when the scenario's attention is
+``sdpa`` (build.py docstring), pixel tensors of ``micro_batch x images_per_sample`` images at the towers'
+resolutions (MGM-HD: ``image_grid``^2 crops plus the global view per image), in the towers' weight dtype.
+The forward returns ``outputs.loss`` and drops the outputs, as HF Trainer's ``compute_loss`` does, so the
+16-bit logits are freed before backward. Imports torch and ``vramplan.core``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..core.errors import VramplanError
+from ..core.scenario import Attention, Scenario
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.bfloat16
+
+
+def make_inputs(scn: Scenario, model: nn.Module, kind: str) -> tuple[dict[str, Any], Callable[[], torch.Tensor]]:
+    """(inputs, forward) for one micro-batch of ``scn`` on ``model`` of ``kind`` (see build._kind)."""
+    b, s = scn.train.micro_batch, scn.train.seq_len
+    vocab = scn.model.decoder.vocab_size
+    ips = scn.train.images_per_sample if scn.model.is_vlm else 0
+    image_tokens = ips * scn.model.image_tokens
+    if ips and s <= image_tokens:
+        raise VramplanError(f"train.seq_len={s} must exceed the {image_tokens} image tokens of {ips} image(s) "
+                            "per sample for the trace (seq_len counts image tokens)")
+    labels = torch.randint(0, vocab, (b, s))
+    mask = torch.ones(b, s, dtype=torch.long) if scn.train.attention is Attention.SDPA else None
+    inputs: dict[str, Any] = {"labels": labels}
+    if kind == "decoder" or ips == 0:
+        llm = getattr(model, "llm", model)
+        inputs.update(input_ids=torch.randint(0, vocab, (b, s)), attention_mask=mask)
+
+        def forward() -> torch.Tensor:
+            return llm(**inputs, use_cache=False).loss
+
+        return inputs, forward
+    if kind == "llava_hf":
+        cfg = model.config
+        vis = cfg.vision_config
+        inputs.update(input_ids=torch.randint(0, vocab, (b, s)), attention_mask=mask,
+                      pixel_values=torch.empty(b * ips, vis.num_channels, vis.image_size, vis.image_size,
+                                               dtype=_dtype_of(model.model.vision_tower)))
+
+        def forward_llava() -> torch.Tensor:
+            return model(**inputs, use_cache=False).loss
+
+        return inputs, forward_llava
+    # composed MGM / original LLaVA
+    clip_cfg = model.vision_tower.vision_tower.config
+    side = clip_cfg.image_size
+    n = b * ips
+    grid = getattr(model, "image_grid", 1)
+    shape: tuple[int, ...] = (n, 3, side, side)
+    if grid > 1:
+        shape = (n, grid * grid + (1 if model.image_global else 0), 3, side, side)
+    inputs.update(input_ids=torch.randint(0, vocab, (b, s - image_tokens)),
+                  images=torch.empty(shape, dtype=_dtype_of(model.vision_tower)))
+    if model.vision_tower_aux is not None:
+        aux = int(scn.model.tower("vision_aux").image_size)  # type: ignore[union-attr]
+        inputs["images_aux"] = torch.empty(n, 3, aux, aux, dtype=_dtype_of(model.vision_tower_aux))
+    if mask is not None:
+        inputs["attention_mask"] = mask
+
+    def forward_composed() -> torch.Tensor:
+        return model(**inputs).loss
+
+    return inputs, forward_composed
