@@ -23,11 +23,17 @@ from .memory.params import RankParams, lora_adapter_numel, rank_params
 from .memory.states import StateBytes, host_buffer_factor, model_state_bytes
 from .model import Part
 from .scenario import Engine, Method, Offload, Precision, Scenario
-from .units import GiB
+from .units import GiB, ceil_div
 
 PROCESS_HOST_BASE_BYTES = 3 * GiB
 """Host RSS of one training process before any model bytes (Python, torch and CUDA libraries, data
 loader workers). Heuristic, not measured by us; the host-RAM figure is a lower bound."""
+
+NVME_OPTIMIZER_BUFFERS = 4
+"""DeepSpeed ``offload_optimizer.buffer_count`` default (offload_config.py)."""
+NVME_PARAM_BUFFER_COUNT = 5
+NVME_PARAM_BUFFER_ELEMENTS = 100_000_000
+"""DeepSpeed ``offload_param.buffer_count`` and ``buffer_size`` defaults (offload_config.py)."""
 
 PHASES = ("forward", "backward", "optimizer")
 
@@ -160,6 +166,11 @@ def _notes(scn: Scenario) -> list[str]:
         notes.append(
             "ZeRO-3 gathers a whole MoE block at once (set_z3_leaf_modules or fused experts): "
             "all experts of a layer are counted in buffers/gathered_params."
+        )
+    if par.engine in (Engine.FSDP, Engine.FSDP2) and scn.train.grad_accum > 1:
+        notes.append(
+            "FSDP with gradient accumulation is estimated with accelerate's sync_each_batch=True (sharded "
+            "grads, as vramplan emits it); HF Trainer's default no_sync accumulates unsharded grads instead."
         )
     if par.tp > 1 or par.pp > 1:
         notes.append("tp/pp are modelled Megatron-style; HF Trainer with DeepSpeed ZeRO supports neither.")
@@ -331,10 +342,20 @@ def host_breakdown(scn: Scenario, rp: RankParams, states: StateBytes) -> dict[st
     save = 0
     if zero3 or par.engine in (Engine.FSDP, Engine.FSDP2):
         save = 2 * scn.model.num_params if scn.trains(Part.LLM) or scn.train.method is Method.FULL else 0
+    host_opt = host_buffer_factor(states.host_optimizer)
+    host_par = host_buffer_factor(states.host_params)
+    if par.offload_optimizer is Offload.NVME and states.offloads_optimizer:
+        # ZeRO-Infinity keeps the states on NVMe; the optimizer swapper pins buffer_count (4) buffers of
+        # the largest sub-group in fp32 (swap_tensor/optimizer_utils.py; engine-internals.md §2).
+        t_shard = ceil_div(rp.trainable, max(1, states.dp_shard))
+        host_opt = NVME_OPTIMIZER_BUFFERS * min(par.deepspeed.sub_group_size, t_shard) * 4
+    if par.offload_param is Offload.NVME and states.offloads_params:
+        # the param swapper pins buffer_count x buffer_size 16-bit elements (5 x 1e8 x 2 B by default).
+        host_par = NVME_PARAM_BUFFER_COUNT * NVME_PARAM_BUFFER_ELEMENTS * 2
     return {
         "host/process_base": ranks * PROCESS_HOST_BASE_BYTES,
         "host/model_load": model_load,
-        "host/offload_optimizer": ranks * host_buffer_factor(states.host_optimizer),
-        "host/offload_params": ranks * host_buffer_factor(states.host_params),
+        "host/offload_optimizer": ranks * host_opt,
+        "host/offload_params": ranks * host_par,
         "host/checkpoint_save": save,
     }

@@ -152,6 +152,9 @@ def render_nearest(options: Sequence[NearestOption]) -> list[str]:
                 lines.append(f"  - {method_label(o.plan.scenario)} (change of training method) fits: {_plan_summary(o.plan)}")
             elif o.rejection is not None:
                 lines.append(f"  - {method_label(o.rejection.scenario)} does not fit either: {render_rejection(o.rejection)}")
+        elif o.kind == "nvme" and o.plan is not None:
+            lines.append(f"  - with an NVMe drive (search it with --nvme): {_plan_summary(o.plan)}; "
+                         f"{gib(o.plan.estimate.host_ram_bytes)} host RAM per node")
         elif o.kind in ("more_gpus", "gpu_type") and o.sizing is not None:
             prefix = "more GPUs of this type" if o.kind == "more_gpus" else "another GPU type"
             lines.append(f"  - {prefix}: {render_sizing(o.sizing)}")

@@ -122,6 +122,8 @@ def trace_scenario(scn: Scenario, config: dict[str, Any], *, debug: bool = False
                     tracker.set_phase("idle", it)
         finally:
             tracker.close()
+            if hasattr(engine, "close"):
+                engine.close()
         phases = {ph: engine.adjust(ph, tracker.peak(ph, 1).items) for ph in PHASES}
         first = {ph: tracker.peak(ph, 0).total for ph in PHASES}
         largest = {ph: tracker.peak(ph, 1).largest for ph in PHASES} if debug else {}

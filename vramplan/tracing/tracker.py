@@ -24,9 +24,10 @@ state tensors ``model_states/optimizer`` (``retag``). Imports torch; nothing fro
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -45,6 +46,11 @@ PART_KEYS = {
     "projector": "activations/projector",
     "logits_loss": "activations/logits_loss",
 }
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The plain tensor holding the storage (a DTensor's local shard)."""
+    return getattr(t, "_local_tensor", t)
 
 
 def round_block(nbytes: int) -> int:
@@ -77,6 +83,7 @@ class StorageTracker(TorchDispatchMode):
         self.part_stack: list[str] = []
         self.recompute_depth = 0
         self.logits_backward = False
+        self.overrides: list[str] = []
         self.debug = debug
         self.closed = False
         self._key = self.setup_key
@@ -87,7 +94,9 @@ class StorageTracker(TorchDispatchMode):
     # ---- context ---------------------------------------------------------------------------------
     def _refresh(self) -> None:
         phase = self.phase
-        if phase == "forward":
+        if self.overrides:
+            key = self.overrides[-1]
+        elif phase == "forward":
             key = PART_KEYS[self.part_stack[-1] if self.part_stack else "llm"]
         elif phase == "backward":
             if self.logits_backward:
@@ -129,6 +138,17 @@ class StorageTracker(TorchDispatchMode):
         del self.part_stack[depth:]
         self._refresh()
 
+    @contextlib.contextmanager
+    def override(self, key: str) -> Iterator[None]:
+        """File everything allocated (or resized) inside the block under ``key`` (FSDP's gather buffers)."""
+        self.overrides.append(key)
+        self._refresh()
+        try:
+            yield
+        finally:
+            self.overrides.pop()
+            self._refresh()
+
     def end_logits_backward(self) -> None:
         """The gradient of the lm_head input exists: the loss/logits backward is over."""
         if self.logits_backward:
@@ -161,7 +181,7 @@ class StorageTracker(TorchDispatchMode):
             self._snapshot()
 
     def _track(self, t: torch.Tensor, info: str) -> None:
-        st = t.untyped_storage()
+        st = _local(t).untyped_storage()
         if st._cdata not in self._live:
             self._add(st, self._key, info)
 
@@ -169,7 +189,7 @@ class StorageTracker(TorchDispatchMode):
         """File the storage of ``t`` under ``key`` from now on (registering it if unseen)."""
         if t is None:
             return
-        st = t.untyped_storage()
+        st = _local(t).untyped_storage()
         entry = self._live.get(st._cdata)
         if entry is None:
             self._add(st, key, f"{tuple(t.shape)} {t.dtype} (retag)")
@@ -182,7 +202,7 @@ class StorageTracker(TorchDispatchMode):
         """Stop counting the storage of ``t`` (a tensor the CUDA run keeps on the host, e.g. AdamW's step)."""
         if t is None:
             return
-        st = t.untyped_storage()
+        st = _local(t).untyped_storage()
         entry = self._live.get(st._cdata)
         if entry is None:
             self._add(st, self._key, "host")
@@ -197,6 +217,10 @@ class StorageTracker(TorchDispatchMode):
             self._add(st, self._key, "resized storage")
             return
         size = round_block(st.nbytes())
+        if self.overrides and entry[1] != self.overrides[-1]:
+            self.now[entry[1]] -= entry[0]
+            entry[1] = self.overrides[-1]
+            self.now[entry[1]] += entry[0]
         self.now[entry[1]] += size - entry[0]
         self.total += size - entry[0]
         entry[0] = size

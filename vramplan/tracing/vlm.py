@@ -50,31 +50,40 @@ class CLIPTower(nn.Module):
             return feats.to(images.dtype)
 
 
+class _Values(list):  # type: ignore[type-arg]
+    """A list that answers ``split`` and ``tolist`` like the 1-D tensor it stands for."""
+
+    def split(self, sizes: list[int]) -> list["_Values"]:  # type: ignore[override]
+        out, start = [], 0
+        for n in sizes:
+            out.append(_Values(self[start:start + n]))
+            start += n
+        return out
+
+    def tolist(self) -> list[float]:
+        return list(self)
+
+
+def _python_linspace(start: float, end: float, steps: int, **_kw: Any) -> _Values:
+    """``torch.linspace`` as plain numbers (a fake tensor cannot answer ``.tolist()``)."""
+    if steps == 1:
+        return _Values([float(start)])
+    return _Values([start + (end - start) * k / (steps - 1) for k in range(steps)])
+
+
 class ConvNeXtAuxTower(nn.Module):
     """MGM ``OpenCLIPVisionTower``: stem + stages, every stage upsampled to stride 4 in fp32 and concatenated."""
 
     def __init__(self, config: Any) -> None:
         super().__init__()
-        from torch._subclasses.fake_tensor import unset_fake_temporarily
         from transformers import ConvNextModel
 
         linspace = torch.linspace
-
-        def real_linspace(*args: Any, **kwargs: Any) -> torch.Tensor:  # drop-path rates: .tolist() at init
-            with unset_fake_temporarily():
-                return linspace(*args, **kwargs)
-
-        fake = torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE)
-        allow = getattr(fake, "allow_non_fake_inputs", False)
-        torch.linspace = real_linspace  # type: ignore[assignment]
-        if fake is not None:
-            fake.allow_non_fake_inputs = True
-        try:
+        torch.linspace = _python_linspace  # type: ignore[assignment]
+        try:  # ConvNextEncoder computes its drop-path rates with linspace(...).split(...).tolist()
             trunk = ConvNextModel(config)
         finally:
             torch.linspace = linspace  # type: ignore[assignment]
-            if fake is not None:
-                fake.allow_non_fake_inputs = allow
         self.vision_stem = trunk.embeddings
         self.vision_stages = trunk.encoder.stages
 

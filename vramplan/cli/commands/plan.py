@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--compare", help="comma list of GPU types: GPUs needed per type and method")
     g.add_argument("--max-gpus", type=int, default=256, help="largest cluster sizing tries (default 256)")
     g.add_argument("--no-model-parallel", action="store_true", help="only HF Trainer setups (no tp/pp/ep)")
+    g.add_argument("--nvme", action="store_true",
+                   help="also search ZeRO-Infinity NVMe offload (needs a fast local SSD of ~16 B per parameter)")
     g.add_argument("--keep-optimizer", action="store_true",
                    help="do not propose 8-bit AdamW, Adafactor or pure bf16 (keep the starting optimizer and precision)")
     g.add_argument("--json", action="store_true", help="machine-readable output (bytes as integers)")
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     data, model_ref = scenario_dict_from_args(args)
     start = _apply_stage(scenario_from_dict(data), args.stage)
     request = PlanRequest(global_batch=args.global_batch, methods=methods, top=args.top,
-                          model_parallel=not args.no_model_parallel, optimizer_changes=not args.keep_optimizer)
+                          model_parallel=not args.no_model_parallel, optimizer_changes=not args.keep_optimizer,
+                          nvme=args.nvme)
     if args.gpu_type or (args.compare and not args.gpus):
         return _sizing_only(args, start, request, model_ref)
     result = search_plans(start, request)

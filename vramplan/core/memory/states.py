@@ -146,7 +146,10 @@ def model_state_bytes(scn: Scenario, rp: RankParams) -> StateBytes:
             if offload_opt:
                 host = master + opt + t_shard * 4
                 staging = rp.largest_trainable_param * w  # temp_grad_buffer_for_gpu_offload
-                return StateBytes(params, staging, staging, 0, 0, host, 0, True, False, False, n)
+                # ZeRO-1 does not partition gradients (partition_gradients=False): the 16-bit grads of
+                # parameters this rank does not own stay on the GPU, offload or not.
+                gpu_grads = trainable * w if stage == 1 else staging
+                return StateBytes(params, gpu_grads, gpu_grads, 0, 0, host, 0, True, False, False, n)
             return StateBytes(params, grads_full, grads_full, master, opt, 0, 0, False, False, False, n)
         # stage 3
         persistent = rp.persistent

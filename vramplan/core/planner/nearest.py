@@ -49,6 +49,10 @@ def nearest_options(
     """Nearest options for ``start`` when ``result`` has no plan (module docstring)."""
     out = host_ram_options(result)
     allowed = allowed_methods(start, request.methods)
+    if not request.nvme:
+        with_nvme = search_plans(start, replace(request, nvme=True, top=1))
+        if with_nvme.plans:
+            out.append(NearestOption(kind="nvme", plan=with_nvme.plans[0]))
     for method in (Method.LORA, Method.QLORA):
         if method in allowed:
             continue

@@ -28,8 +28,10 @@ class PlanRequest:
     """Keep only the best ``top`` plans (all families are still searched, for the rejections)."""
     model_parallel: bool = True
     """Also search tensor/pipeline/expert parallelism (outside HF Trainer's mainstream)."""
-    nvme: bool = True
-    """Also search ZeRO-Infinity NVMe offload (tried only where CPU offload runs out of host RAM)."""
+    nvme: bool = False
+    """Also search ZeRO-Infinity NVMe offload (tried only where CPU offload runs out of host RAM). Off by
+    default: it needs a fast local SSD of roughly 16 B per parameter and runs at disk speed; when nothing
+    else fits, the nearest options say what NVMe offload would give."""
     optimizer_changes: bool = True
     """Also try 8-bit AdamW, Adafactor and pure bf16 when the starting optimizer/precision do not fit."""
 
@@ -120,7 +122,8 @@ class NearestOption:
 
     kind: str
     """``host_ram`` (offload fits the GPUs but needs more host RAM), ``method`` (LoRA/QLoRA),
-    ``more_gpus`` (same GPU type), ``gpu_type`` (another GPU type)."""
+    ``more_gpus`` (same GPU type), ``gpu_type`` (another GPU type), ``nvme`` (ZeRO-Infinity NVMe
+    offload, which the search leaves out unless asked)."""
     plan: Plan | None = None
     rejection: Rejection | None = None
     sizing: Sizing | None = None
