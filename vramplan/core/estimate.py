@@ -208,19 +208,20 @@ def estimate_scenario(scn: Scenario) -> Estimate:
         items["overhead/allocator"] = allocator_slack_bytes(scn, items)
         return Breakdown(items)
 
-    # forward: end of forward, or the vision towers' transient at its start.
+    # forward: end of forward, or the vision towers' transient at its start. DDP buckets exist from the
+    # DDP constructor on (reducer.cpp initialize_buckets); MoE routing temporaries are freed inside their
+    # layer, before the loss (traced).
     fwd_end = dict(base)
     fwd_end.update(
         {
             "model_states/grads": states.grads_persistent,
-            "activations/llm": acts.saved,
+            "activations/llm": acts.saved + acts.forward_extra,
             "activations/vision": vis.saved_tower,
             "activations/projector": vis.saved_connector,
             "activations/logits_loss": acts.logits_forward,
             "buffers/zero_buckets": buf.zero_buckets if scn.train.grad_accum > 1 else 0,
             "buffers/gathered_params": buf.gathered_forward,
-            "buffers/moe": acts.moe_transient,
-            "buffers/ddp_buckets": buf.ddp_buckets if scn.train.grad_accum > 1 else 0,
+            "buffers/ddp_buckets": buf.ddp_buckets,
             "temporaries/dequant": buf.dequant,
         }
     )
@@ -230,12 +231,24 @@ def estimate_scenario(scn: Scenario) -> Estimate:
             "model_states/grads": states.grads_persistent,
             "activations/vision": vis.tower_transient,
             "buffers/gathered_params": buf.gathered_forward,
+            "buffers/ddp_buckets": buf.ddp_buckets,
         }
     )
     forward = max((finish(fwd_end), finish(fwd_tower)), key=lambda b: b.device_used_bytes)
 
-    # backward: its start (all activations + CE backward) or its end (full grads + one layer's temporaries).
+    # backward (traced, tests/torch/test_crossval.py): its start (saved activations + cross-entropy
+    # backward), the first layers (final-norm backward, or the top layer recomputed with its MLP
+    # gradients, next to lm_head's gradient), the bottom layer (every layer's gradient but the embedding's
+    # and its own, one layer's activations and temporaries), its end (full gradients).
+    top_grads, bottom_grads = growing_grads(scn, rp, states)
+    engine_bwd = {
+        "buffers/zero_buckets": buf.zero_buckets,
+        "buffers/gathered_params": buf.gathered_backward,
+        "buffers/ddp_buckets": buf.ddp_buckets,
+        "temporaries/dequant": buf.dequant,
+    }
     bwd_start = dict(base)
+    bwd_start.update(engine_bwd)
     bwd_start.update(
         {
             "model_states/grads": states.grads_persistent,
@@ -243,40 +256,40 @@ def estimate_scenario(scn: Scenario) -> Estimate:
             "activations/vision": vis.saved_tower,
             "activations/projector": vis.saved_connector,
             "activations/logits_loss": acts.logits_backward,
-            "buffers/zero_buckets": buf.zero_buckets,
-            "buffers/gathered_params": buf.gathered_backward,
-            "buffers/ddp_buckets": buf.ddp_buckets,
             "temporaries/backward": buf.grad_transient,
-            "temporaries/dequant": buf.dequant,
         }
     )
-    bwd_layer = dict(base)
-    bwd_layer.update(
+    top_recompute, top_temp = acts.top_of_backward
+    bwd_top = dict(base)
+    bwd_top.update(engine_bwd)
+    bwd_top.update(
         {
-            "model_states/grads": states.grads_persistent,
+            "model_states/grads": top_grads,
             "activations/llm": acts.saved,
             "activations/vision": vis.saved_tower,
             "activations/projector": vis.saved_connector,
-            "buffers/zero_buckets": buf.zero_buckets,
-            "buffers/gathered_params": buf.gathered_backward,
-            "buffers/ddp_buckets": buf.ddp_buckets,
-            "buffers/moe": acts.moe_transient,
+            "temporaries/recompute": top_recompute,
+            "temporaries/backward": top_temp + buf.grad_transient,
+        }
+    )
+    bwd_bottom = dict(base)
+    bwd_bottom.update(engine_bwd)
+    bwd_bottom.update(
+        {
+            "model_states/grads": bottom_grads,
+            "activations/llm": acts.layer_kept,
+            "activations/vision": vis.saved_tower,
+            "activations/projector": vis.saved_connector,
             "temporaries/recompute": acts.recompute,
             "temporaries/backward": acts.backward_temp + buf.grad_transient,
-            "temporaries/dequant": buf.dequant,
         }
     )
     bwd_end = dict(base)
-    bwd_end.update(
-        {
-            "model_states/grads": states.grads_full,
-            "buffers/zero_buckets": buf.zero_buckets,
-            "buffers/gathered_params": buf.gathered_backward,
-            "buffers/ddp_buckets": buf.ddp_buckets,
-            "temporaries/backward": buf.grad_transient,
-        }
-    )
-    backward = max((finish(bwd_start), finish(bwd_layer), finish(bwd_end)), key=lambda b: b.device_used_bytes)
+    bwd_end.update(engine_bwd)
+    bwd_end.update({"model_states/grads": states.grads_full, "temporaries/backward": buf.grad_transient,
+                    "temporaries/dequant": 0})
+    backward = max((finish(bwd_start), finish(bwd_top), finish(bwd_bottom), finish(bwd_end)),
+                   key=lambda b: b.device_used_bytes)
 
     opt = dict(base)
     opt.update(
@@ -322,6 +335,30 @@ def estimate_scenario(scn: Scenario) -> Estimate:
         params=params,
         notes=tuple(_notes(scn)),
     )
+
+
+def growing_grads(scn: Scenario, rp: RankParams, states: StateBytes) -> tuple[int, int]:
+    """Gradient bytes present (top of backward, bottom layer) where each parameter's gradient stays once
+    computed (single GPU, DDP, ZeRO-0/1 full buffers aside, FSDP shards): lm_head's first; at the bottom layer
+    every gradient but the embedding's, that layer's own and the vision side's (computed last)."""
+    growth = states.grads_full - states.grads_persistent
+    if growth <= 0 or rp.trainable <= 0:
+        return states.grads_persistent, states.grads_persistent
+    dec = scn.model.decoder
+    tp = scn.parallel.tp
+    vision = sum(scn.model.part_numel(p) for p in (Part.VISION, Part.VISION_AUX, Part.PROJECTOR)
+                 if scn.trains(p)) if rp.holds_vision else 0
+    if scn.trains(Part.LLM):
+        head = (dec.lm_head_numel or dec.embedding_numel) // tp + dec.norm_numel_per_norm if rp.has_lm_head else 0
+        embedding = dec.embedding_numel // tp if rp.has_embedding and not dec.tie_embeddings else 0
+        layer = rp.largest_layer
+    else:
+        head = embedding = 0
+        layer = (rp.trainable - vision) // max(1, rp.layers)
+    top = growth * min(head, rp.trainable) // rp.trainable
+    rest = max(0, rp.trainable - vision - embedding - layer)
+    bottom = growth * rest // rp.trainable
+    return states.grads_persistent + top, states.grads_persistent + bottom
 
 
 def host_breakdown(scn: Scenario, rp: RankParams, states: StateBytes) -> dict[str, int]:

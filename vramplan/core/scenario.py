@@ -12,6 +12,7 @@ from enum import Enum
 from .errors import ScenarioError
 from .hardware import ClusterSpec
 from .model import ModelSpec, Part
+from .profile import ActivationProfile
 
 
 class Choice(str, Enum):
@@ -236,6 +237,8 @@ class Scenario:
     headroom_fraction: float = 0.03
     """Part of the GPU kept free; at least ``min_headroom_bytes`` (engine-internals.md §8: 3-5 % or >= 0.5 GiB)."""
     min_headroom_bytes: int = 512 * 1024**2
+    activation_profile: ActivationProfile | None = None
+    """Measured per-token layer activations (``vramplan calibrate``) replacing the formulas; None: formulas."""
 
     def __post_init__(self) -> None:
         world = self.cluster.world_size

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from .. import __version__
 from ..core.errors import VramplanError
-from .compare import PHASES, compare, prediction_from
+from .compare import compare, prediction_from
 from .leaks import leak_verdict, new_allocation_sites
 from .oom import FlightRecorder
 from .sources import MemorySource, Sample, default_source
@@ -272,8 +272,8 @@ class MemoryMonitor:
     @_guard
     def begin_phase(self, name: str) -> None:
         """Close the open phase (if any) and start ``name`` (forward, backward, optimizer or your own)."""
-        if not self._started or self._closed:
-            return
+        if not self._started or self._closed or name == self._phase:
+            return  # already in it (e.g. on_step_begin, then the model's forward pre-hook)
         if self._phase is not None:
             self._end_phase()
         elif self.source is not None and self.source.tracks_peaks:

@@ -47,7 +47,6 @@ PREDICTED_KEYS: dict[str, tuple[str, ...]] = {
 """Which breakdown keys (exact, or prefixes ending in '/') make up each category."""
 
 _BACKWARD_MARKERS = ("backward", "autograd::engine", "_engine_run_backward", "evaluate_function")
-_OPTIMIZER_MARKERS = ("torch/optim/", "optimizer.py", "/optim/", "step")
 
 
 def _frames_text(frames: Iterable[Mapping[str, Any]]) -> str:

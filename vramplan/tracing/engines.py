@@ -156,14 +156,15 @@ class ZeroEquivalent(Replicated):
         """Master step per (sub-)group: 16-bit flat grad (stage 3) -> fp32 grad -> optimizer.step()."""
         if self.optimizer is not None:
             for master in self.masters:
-                if self.stage == 3:
+                flat = None
+                if self.stage == 3:  # flatten the sub-group's 16-bit grads, then the fp32 copy (both live)
                     flat = torch.empty(master.numel(), dtype=self.w_dtype)
                     master.grad = flat.float() if master.dtype == torch.float32 else flat
-                    del flat
                 else:
                     master.grad = torch.empty(master.numel(), dtype=master.dtype)
                 self.optimizer.step()
                 master.grad = None
+                del flat
             device, host = state_tensors(self.optimizer)
             tracker.track_existing(device, "model_states/optimizer")
             for t in host:
