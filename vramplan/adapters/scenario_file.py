@@ -87,6 +87,23 @@ def read_structured_file(path: str | Path) -> Any:
         raise VramplanError(f"{where}: invalid YAML: {problem}") from None
 
 
+def load_scenario_ref(ref: str | Path) -> dict[str, Any]:
+    """A scenario dict from a scenario file (YAML/JSON) or the name of a built-in scenario."""
+    from ..registry.scenario_presets import builtin_scenario, builtin_scenario_names
+
+    path = Path(ref)
+    if path.is_file():
+        data = read_structured_file(path)
+        if not isinstance(data, dict):
+            raise VramplanError(f"{path}: a scenario file must hold a mapping (model:, train:, ...)")
+        return data
+    if str(ref) in builtin_scenario_names():
+        return builtin_scenario(str(ref))
+    raise VramplanError(
+        f"scenario {str(ref)!r}: no such file or built-in scenario; built-ins: {', '.join(builtin_scenario_names())}"
+    )
+
+
 def _check_keys(section: str, data: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:

@@ -7,9 +7,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from ..adapters.scenario_file import read_structured_file
+from ..adapters.scenario_file import load_scenario_ref, read_structured_file
 from ..core.errors import VramplanError
-from ..registry.scenario_presets import builtin_scenario, builtin_scenario_names
+from ..registry.scenario_presets import builtin_scenario_names
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -56,17 +56,7 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, positional: bool = T
 
 def load_base_scenario(ref: str) -> dict[str, Any]:
     """A scenario dict from a file path or a built-in scenario name."""
-    path = Path(ref)
-    if path.is_file():
-        data = read_structured_file(path)
-        if not isinstance(data, dict):
-            raise VramplanError(f"{path}: a scenario file must hold a mapping (model:, train:, ...)")
-        return data
-    if ref in builtin_scenario_names():
-        return builtin_scenario(ref)
-    raise VramplanError(
-        f"scenario {ref!r}: no such file or built-in scenario; built-ins: {', '.join(builtin_scenario_names())}"
-    )
+    return load_scenario_ref(ref)
 
 
 def is_scenario_ref(ref: str) -> bool:

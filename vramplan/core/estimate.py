@@ -256,7 +256,6 @@ def estimate_scenario(scn: Scenario) -> Estimate:
             "activations/vision": vis.saved_tower,
             "activations/projector": vis.saved_connector,
             "activations/logits_loss": acts.logits_backward,
-            "temporaries/backward": buf.grad_transient,
         }
     )
     top_recompute, top_temp = acts.top_of_backward

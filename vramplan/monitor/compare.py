@@ -10,8 +10,9 @@ public API and the adapters; never torch.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..core.errors import VramplanError
 from ..core.estimate import Estimate
@@ -27,19 +28,9 @@ METRICS = (
 
 
 def _scenario_dict(ref: str | Path) -> dict[str, Any]:
-    from ..adapters.scenario_file import read_structured_file
-    from ..registry.scenario_presets import builtin_scenario, builtin_scenario_names
+    from ..adapters.scenario_file import load_scenario_ref
 
-    path = Path(ref)
-    if path.is_file():
-        data = read_structured_file(path)
-        if not isinstance(data, dict):
-            raise VramplanError(f"{path}: a scenario file must hold a mapping (model:, train:, ...)")
-        return data
-    if str(ref) in builtin_scenario_names():
-        return builtin_scenario(str(ref))
-    raise VramplanError(f"scenario {str(ref)!r}: no such file or built-in scenario; "
-                        f"built-ins: {', '.join(builtin_scenario_names())}")
+    return load_scenario_ref(ref)
 
 
 def estimate_of(scenario: Any) -> Estimate:
