@@ -29,6 +29,7 @@ from ..core.hardware import ClusterSpec
 from ..core.model import ModelSpec, Part
 from ..core.scenario import (
     Attention,
+    Choice,
     DeepSpeedKnobs,
     Engine,
     FsdpSharding,
@@ -184,7 +185,7 @@ def train_from_dict(data: Mapping[str, Any]) -> TrainSpec:
     """``train:`` section -> TrainSpec."""
     _check_keys("train", data, TRAIN_KEYS)
     kwargs: dict[str, Any] = {}
-    enums = {
+    enums: dict[str, type[Choice]] = {
         "method": Method, "precision": Precision, "optimizer": Optimizer, "grad_ckpt": GradCkpt,
         "attention": Attention, "loss": Loss,
     }

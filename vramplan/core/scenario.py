@@ -31,7 +31,7 @@ class Choice(str, Enum):
         raise ScenarioError(field_name, value, "unknown value", f"use one of: {valid}")
 
     def __str__(self) -> str:
-        return self.value
+        return str(self.value)
 
 
 class Method(Choice):

@@ -37,7 +37,7 @@ def method_label(scn: Scenario) -> str:
     t = scn.train
     if t.method in (Method.LORA, Method.QLORA):
         return f"{t.method.value} r={t.lora.r}"
-    return t.method.value
+    return str(t.method.value)
 
 
 def describe_changes(start: Scenario, scn: Scenario) -> tuple[str, ...]:
