@@ -283,7 +283,14 @@ def scenario_from_dict(data: Mapping[str, Any], model: ModelSpec | None = None) 
         par_data.setdefault("engine", "single")
     parallel = parallel_from_dict(par_data)
     headroom = float(data.get("headroom", 0.03))
-    return Scenario(model=model, train=train, cluster=cluster, parallel=parallel, headroom_fraction=headroom)
+    profile = None
+    if data.get("model"):  # a stored `vramplan calibrate` profile of this model under these settings, if any
+        from .profile_file import find_profile, settings_key
+
+        settings = settings_key(train.precision.value, train.attention.value, train.method.value)
+        profile = find_profile(str(data["model"]), settings)
+    return Scenario(model=model, train=train, cluster=cluster, parallel=parallel, headroom_fraction=headroom,
+                    activation_profile=profile)
 
 
 def gpu_ref(gpu_id: str, memory_bytes: int) -> str:

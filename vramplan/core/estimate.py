@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from .breakdown import Breakdown
 from .memory.activations import llm_activations, vision_activations
 from .memory.buffers import engine_buffers
-from .memory.overhead import CUDA_CONTEXT_BYTES, allocator_slack_bytes, cublas_bytes, nccl_bytes
+from .memory.overhead import (
+    CUDA_CONTEXT_BYTES,
+    allocator_slack_bytes,
+    cublas_bytes,
+    nccl_bytes,
+)
 from .memory.params import RankParams, lora_adapter_numel, rank_params
 from .memory.states import StateBytes, host_buffer_factor, model_state_bytes
 from .model import Part
@@ -172,6 +177,9 @@ def _notes(scn: Scenario) -> list[str]:
             "FSDP with gradient accumulation is estimated with accelerate's sync_each_batch=True (sharded "
             "grads, as vramplan emits it); HF Trainer's default no_sync accumulates unsharded grads instead."
         )
+    if scn.activation_profile is not None:
+        notes.append(f"decoder-layer activations from the stored profile of {scn.activation_profile.model} "
+                     f"({scn.activation_profile.settings}, vramplan calibrate), not from the formulas")
     if par.tp > 1 or par.pp > 1:
         notes.append("tp/pp are modelled Megatron-style; HF Trainer with DeepSpeed ZeRO supports neither.")
     if scn.model.is_vlm and scn.train.images_per_sample and scn.train.seq_len < scn.model.image_tokens:
@@ -194,6 +202,7 @@ def estimate_scenario(scn: Scenario) -> Estimate:
     nccl = nccl_bytes(scn)
 
     base = {
+        "activations/vision": vis.inputs,
         "model_states/params": states.params,
         "model_states/master": states.master,
         "model_states/optimizer": states.optimizer,
@@ -216,25 +225,37 @@ def estimate_scenario(scn: Scenario) -> Estimate:
         {
             "model_states/grads": states.grads_persistent,
             "activations/llm": acts.saved + acts.forward_extra,
-            "activations/vision": vis.saved_tower,
+            "activations/vision": vis.saved_tower + vis.inputs,
             "activations/projector": vis.saved_connector,
             "activations/logits_loss": acts.logits_forward,
             "buffers/zero_buckets": buf.zero_buckets if scn.train.grad_accum > 1 else 0,
             "buffers/gathered_params": buf.gathered_forward,
             "buffers/ddp_buckets": buf.ddp_buckets,
-            "temporaries/dequant": buf.dequant,
         }
     )
     fwd_tower = dict(base)
     fwd_tower.update(
         {
             "model_states/grads": states.grads_persistent,
-            "activations/vision": vis.tower_transient,
+            "activations/vision": vis.tower_transient + vis.inputs,
             "buffers/gathered_params": buf.gathered_forward,
             "buffers/ddp_buckets": buf.ddp_buckets,
         }
     )
-    forward = max((finish(fwd_end), finish(fwd_tower)), key=lambda b: b.device_used_bytes)
+    fwd_layer = dict(base)
+    fwd_layer.update(
+        {
+            "model_states/grads": states.grads_persistent,
+            "activations/llm": acts.saved - acts.final_norm + acts.forward_layer,
+            "activations/vision": vis.saved_tower + vis.inputs,
+            "activations/projector": vis.saved_connector,
+            "buffers/zero_buckets": buf.zero_buckets if scn.train.grad_accum > 1 else 0,
+            "buffers/gathered_params": buf.gathered_at_forward_layer,
+            "buffers/ddp_buckets": buf.ddp_buckets,
+            "temporaries/dequant": buf.dequant,
+        }
+    )
+    forward = max((finish(fwd_end), finish(fwd_tower), finish(fwd_layer)), key=lambda b: b.device_used_bytes)
 
     # backward (traced, tests/torch/test_crossval.py): its start (saved activations + cross-entropy
     # backward), the first layers (final-norm backward, or the top layer recomputed with its MLP
@@ -251,21 +272,25 @@ def estimate_scenario(scn: Scenario) -> Estimate:
     bwd_start.update(engine_bwd)
     bwd_start.update(
         {
+            "buffers/gathered_params": buf.gathered_at_backward_start,
             "model_states/grads": states.grads_persistent,
             "activations/llm": acts.saved,
-            "activations/vision": vis.saved_tower,
+            "activations/vision": vis.saved_tower + vis.inputs,
             "activations/projector": vis.saved_connector,
             "activations/logits_loss": acts.logits_backward,
+            "temporaries/dequant": 0,  # a 4-bit weight is dequantized inside its matmul, not at the loss
         }
     )
-    top_recompute, top_temp = acts.top_of_backward
+    top_saved, top_recompute, top_temp = acts.top_of_backward
+    bottom_kept, bottom_recompute, bottom_temp = acts.bottom_of_backward
     bwd_top = dict(base)
     bwd_top.update(engine_bwd)
     bwd_top.update(
         {
             "model_states/grads": top_grads,
-            "activations/llm": acts.saved,
-            "activations/vision": vis.saved_tower,
+            "buffers/gathered_params": buf.gathered_at_backward_top,
+            "activations/llm": top_saved,
+            "activations/vision": vis.saved_tower + vis.inputs,
             "activations/projector": vis.saved_connector,
             "temporaries/recompute": top_recompute,
             "temporaries/backward": top_temp + buf.grad_transient,
@@ -276,16 +301,18 @@ def estimate_scenario(scn: Scenario) -> Estimate:
     bwd_bottom.update(
         {
             "model_states/grads": bottom_grads,
-            "activations/llm": acts.layer_kept,
-            "activations/vision": vis.saved_tower,
+            "buffers/gathered_params": buf.gathered_at_backward_bottom,
+            "activations/llm": bottom_kept,
+            "activations/vision": vis.saved_tower + vis.inputs,
             "activations/projector": vis.saved_connector,
-            "temporaries/recompute": acts.recompute,
-            "temporaries/backward": acts.backward_temp + buf.grad_transient,
+            "temporaries/recompute": bottom_recompute,
+            "temporaries/backward": bottom_temp + buf.grad_transient,
         }
     )
     bwd_end = dict(base)
     bwd_end.update(engine_bwd)
-    bwd_end.update({"model_states/grads": states.grads_full, "temporaries/backward": buf.grad_transient,
+    last = last_grad_in_flight(scn, rp, states)
+    bwd_end.update({"model_states/grads": states.grads_full - last, "temporaries/backward": buf.grad_transient + last,
                     "temporaries/dequant": 0})
     backward = max((finish(bwd_start), finish(bwd_top), finish(bwd_bottom), finish(bwd_end)),
                    key=lambda b: b.device_used_bytes)
@@ -358,6 +385,17 @@ def growing_grads(scn: Scenario, rp: RankParams, states: StateBytes) -> tuple[in
     rest = max(0, rp.trainable - vision - embedding - layer)
     bottom = growth * rest // rp.trainable
     return states.grads_persistent + top, states.grads_persistent + bottom
+
+
+def last_grad_in_flight(scn: Scenario, rp: RankParams, states: StateBytes) -> int:
+    """The embedding's gradient at the very end of backward: created by the embedding backward and not yet
+    accumulated into ``.grad`` (traced: ``embedding_dense_backward`` output live next to every other grad);
+    only where gradients stay per parameter (the growing share of ``growing_grads``)."""
+    growth = states.grads_full - states.grads_persistent
+    dec = scn.model.decoder
+    if growth <= 0 or not scn.trains(Part.LLM) or not rp.has_embedding or dec.tie_embeddings or rp.trainable <= 0:
+        return 0
+    return growth * (dec.embedding_numel // scn.parallel.tp) // rp.trainable
 
 
 def host_breakdown(scn: Scenario, rp: RankParams, states: StateBytes) -> dict[str, int]:

@@ -7,7 +7,9 @@ function to parse configs (the adapters read tower data from here, so neither im
 """
 
 from .gpus import custom_gpu, list_gpus, load_gpu, parse_gpus
-from .presets import HubError, PresetInfo, list_presets, load_model, load_preset, preset_info, resolve_preset_id
+from .presets import (
+    HubError, PresetInfo, list_presets, load_config, load_model, load_preset, preset_info, resolve_preset_id,
+)
 from .towers import find_tower_config, tower_ids
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "find_tower_config",
     "list_gpus",
     "list_presets",
+    "load_config",
     "load_gpu",
     "load_model",
     "load_preset",

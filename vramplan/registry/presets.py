@@ -158,6 +158,19 @@ def _download_config(repo_id: str) -> dict[str, Any]:
     return _read_config_file(Path(local))
 
 
+def load_config(ref: str) -> dict[str, Any]:
+    """The Hugging Face ``config.json`` dict behind a model reference (preset, local path or Hub id), resolved
+    as ``load_model`` resolves it. The tracer builds the real model from it."""
+    if resolve_preset_id(ref) is not None:
+        return dict(read_json("models", str(_index()[preset_info(ref).id]["file"])))
+    path = Path(os.path.expanduser(ref))
+    if path.exists() or ref.endswith(".json"):
+        return _read_config_file(path)
+    if _HUB_ID.match(ref):
+        return _download_config(ref)
+    raise _unknown_preset(ref)
+
+
 def load_model(ref: str) -> ModelSpec:
     """A ``ModelSpec`` from a preset name, a local ``config.json`` (or its folder) or a Hub id ``owner/name``.
 

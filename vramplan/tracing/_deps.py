@@ -35,6 +35,10 @@ def require_torch() -> tuple[ModuleType, ModuleType]:
     transformers = require("transformers")
     if not hasattr(torch, "_subclasses") or not hasattr(torch.utils, "_python_dispatch"):
         raise TracingUnavailable(f"torch {torch.__version__} has no FakeTensorMode; install it with: {INSTALL_LINE}")
+    major = str(getattr(transformers, "__version__", "0")).split(".")[0]
+    if not major.isdigit() or int(major) < 5:
+        raise TracingUnavailable(f"the trace estimator needs transformers >= 5 (found {transformers.__version__}); "
+                                 f"install it with: {INSTALL_LINE}")
     return torch, transformers
 
 

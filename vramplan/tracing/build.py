@@ -24,8 +24,9 @@ Imports torch/transformers/peft (inside functions where optional) and ``vramplan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -269,7 +270,7 @@ class _MatMul4BitStandIn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
-        a, _q = ctx.saved_tensors
+        _a, _q = ctx.saved_tensors
         w = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device)
         grad_a = grad @ w
         del w
@@ -297,8 +298,11 @@ class Linear4bitStandIn(nn.Module):
 
 
 def _apply_qlora(layers: list[nn.Module], compute: torch.dtype) -> None:
+    """Every decoder-layer linear (LoRA's base layers included) becomes a 4-bit stand-in."""
     for layer in layers:
         for name, mod in list(layer.named_modules()):
+            if "lora_" in name:
+                continue
             for child_name, child in list(mod.named_children()):
                 if type(child) is nn.Linear and child.out_features > 1 and not (child_name == "gate" and "mlp" in name):
                     setattr(mod, child_name, Linear4bitStandIn(child, compute))
@@ -362,12 +366,12 @@ def build(scn: Scenario, config: dict[str, Any], fake_mode: Any, resolve_tower: 
                 p.requires_grad_(trains)
             if trains:
                 _set_dtype(list(m.parameters()), policy.trainable)
+    if method in (Method.LORA, Method.QLORA):
+        notes += _apply_lora(scn, model, layers, policy, fake_mode)
     if method is Method.QLORA:
         _apply_qlora(layers, policy.compute)
         # prepare_model_for_kbit_training: every remaining 16-bit parameter to fp32 (peft utils/other.py).
         _set_dtype([p for p in llm.parameters() if p.dtype in (torch.float16, torch.bfloat16)], torch.float32)
-    if method in (Method.LORA, Method.QLORA):
-        notes += _apply_lora(scn, model, layers, policy, fake_mode)
     ckpt_layers: list[nn.Module] = []
     if scn.train.grad_ckpt is GradCkpt.FULL:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

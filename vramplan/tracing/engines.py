@@ -97,12 +97,17 @@ class ZeroEquivalent(Replicated):
         self.buf = engine_buffers(scn, self.rp, self.states)
         self.stage = scn.parallel.zero
         self.w_dtype = built.policy.frozen
+        self.notes = [f"DeepSpeed ZeRO-{self.stage} by equivalent accounting: one rank traced unsharded; gradient "
+                      "partitions, buckets, fp32 master and optimizer partitions as tensors of the analytical sizes"
+                      + ("; stage-3 params and gathers by the analytical rules" if self.stage == 3 else "")]
         self.persistent_grads: torch.Tensor | None = None
         self.bucket: torch.Tensor | None = None
         self.masters: list[torch.nn.Parameter] = []
         if self.stage == 3:
+            # the gathered unit (+ prefetch window) by accounting; the unit's full gradients are traced (each
+            # .grad exists until the hook drops it, as it does until ZeRO-3's reduce-scatter)
             gathered = {"buffers/gathered_params": self.buf.gathered_forward}
-            self.adders = {"forward": gathered, "backward": {"buffers/gathered_params": self.buf.gathered_backward}}
+            self.adders = {"forward": gathered, "backward": gathered}
 
     def _empty(self, tracker: StorageTracker, key: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
         saved = tracker.setup_key, tracker.phase

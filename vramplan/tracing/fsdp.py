@@ -19,7 +19,8 @@ a fake CPU tensor, so host and device cannot be told apart). Imports torch and `
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -64,6 +65,9 @@ class FSDP2Engine:
         self.scn, self.built, self.mesh = scn, built, mesh
         self.optimizer: torch.optim.Optimizer | None = None
         self.notes: list[str] = []
+        if scn.parallel.engine.value == "fsdp":
+            self.notes.append("FSDP1 traced with FSDP2's fully_shard (per-parameter sharding); FSDP1's flat "
+                              "parameters pad and gather slightly differently")
         self._restore: list[tuple[Any, str, Any]] = []
 
     def shard(self, tracker: StorageTracker) -> None:

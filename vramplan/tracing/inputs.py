@@ -10,7 +10,8 @@ The forward returns ``outputs.loss`` and drops the outputs, as HF Trainer's ``co
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

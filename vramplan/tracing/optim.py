@@ -12,7 +12,8 @@ as the fused CUDA kernel does. Imports torch (transformers for Adafactor) and ``
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 

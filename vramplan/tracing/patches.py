@@ -13,6 +13,10 @@ Owns the context managers that make a CPU FakeTensorMode run behave like the CUD
 - ``cuda_dropout``: on CPU ``F.dropout`` multiplies by a noise tensor of the input's dtype and saves it; on
   CUDA it runs ``native_dropout``, which saves a bool mask (1 B per element). The trace calls
   ``native_dropout`` like the CUDA path.
+- ``unequal_head_dims``: SDPA on CPU falls back to the O(s^2) math path (which also upcasts to fp32) when
+  the value head dim differs from the query's (MLA: 192 vs 128); on CUDA, transformers' FlashAttention-2
+  path pads the value to the query head dim and crops the output (integrations/flash_attention.py), and
+  SDPA's mem-efficient kernel stays O(s). The trace pads like FA2 and runs the flash-like CPU kernel.
 - ``quiet``: transformers' deprecation and use_cache warnings, and transformers' packed-sequence detection:
   ``masking_utils.find_packed_sequence_indices`` cannot read fake ``position_ids``, so it assumes a packed
   batch and materialises a 4-D mask (which also turns off native GQA in SDPA); a real run with one sequence
@@ -29,7 +33,8 @@ import contextlib
 import logging
 import os
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils._pytree import tree_map
@@ -113,6 +118,26 @@ def cuda_dropout() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def unequal_head_dims() -> Iterator[None]:
+    """SDPA with a value head dim below the query's: pad, attend, crop (module docstring)."""
+    functional = torch.nn.functional
+    orig = functional.scaled_dot_product_attention
+
+    def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        dq, dv = query.shape[-1], value.shape[-1]
+        if dv >= dq:
+            return orig(query, key, value, *args, **kwargs)
+        out = orig(query, key, functional.pad(value, [0, dq - dv]), *args, **kwargs)
+        return out[..., :dv]
+
+    functional.scaled_dot_product_attention = sdpa  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        functional.scaled_dot_product_attention = orig  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence warnings and transformers' info/warning logs while tracing; set the env the trace needs."""
     saved = os.environ.get("TRANSFORMERS_DISABLE_TORCH_CHECK")
@@ -122,7 +147,6 @@ def quiet() -> Iterator[None]:
     level = logger.level
     logger.setLevel(logging.ERROR)
     from transformers import masking_utils
-
     from transformers.integrations import moe
 
     packed = masking_utils.find_packed_sequence_indices

@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from ..core.breakdown import Breakdown
+from ..core.errors import VramplanError
 from ..core.estimate import PHASES, Estimate, PhaseEstimate, estimate_scenario
-from ..core.memory.overhead import CUDA_CONTEXT_BYTES, allocator_slack_bytes, cublas_bytes, nccl_bytes
+from ..core.memory.overhead import (
+    CUDA_CONTEXT_BYTES,
+    allocator_slack_bytes,
+    cublas_bytes,
+    nccl_bytes,
+)
 from ..core.scenario import Engine, Scenario
 from ._deps import require_torch
 
@@ -48,6 +55,10 @@ class TraceResult:
     wall_seconds: float
     notes: list[str] = field(default_factory=list)
     largest: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)
+    marks: dict[str, int] = field(default_factory=dict)
+    """Named snapshots (``pre_logits``: decoder activations alive when lm_head starts)."""
+    backward_layer_peak: int = 0
+    """Largest recompute + backward temporaries of the layers' backward (the loss backward excluded)."""
 
     def total(self, phase: str) -> int:
         """Traced allocated bytes at ``phase``'s peak."""
@@ -67,15 +78,33 @@ def _autocast(enabled: bool, dtype: Any) -> Iterator[None]:
         yield
 
 
+class TraceFailed(VramplanError):
+    """transformers or torch raised while tracing (an op or a model path the fake tensors cannot run)."""
+
+
 def trace_scenario(scn: Scenario, config: dict[str, Any], *, debug: bool = False,
                    resolve_tower: Any = None) -> TraceResult:
-    """Two traced training steps of ``scn`` whose model is the HF ``config`` dict (module docstring)."""
+    """Two traced training steps of ``scn`` whose model is the HF ``config`` dict (module docstring).
+    Failures inside torch/transformers become one-line ``TraceFailed`` errors."""
+    require_torch()
+    try:
+        return _trace(scn, config, debug=debug, resolve_tower=resolve_tower)
+    except VramplanError:
+        raise
+    except Exception as exc:  # an op or a model path that fake tensors cannot run
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise TraceFailed(f"tracing {scn.model.name} failed: {type(exc).__name__}: {first}; "
+                          "use --estimator analytic (or report the model)") from exc
+
+
+def _trace(scn: Scenario, config: dict[str, Any], *, debug: bool, resolve_tower: Any) -> TraceResult:
+    """``trace_scenario`` without the error wrapping."""
     torch, _transformers = require_torch()
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .build import build
     from .engines import make_engine
-    from .patches import cuda_dropout, quiet
+    from .patches import cuda_dropout, quiet, unequal_head_dims
     from .tracker import StorageTracker
 
     start = time.perf_counter()
@@ -86,7 +115,7 @@ def trace_scenario(scn: Scenario, config: dict[str, Any], *, debug: bool = False
         from .fsdp import fake_process_group
 
         fsdp_ctx = fake_process_group(scn)
-    with quiet(), cuda_dropout(), fsdp_ctx as mesh, FakeTensorMode() as fake_mode:
+    with quiet(), cuda_dropout(), unequal_head_dims(), fsdp_ctx as mesh, FakeTensorMode() as fake_mode:
         built = build(scn, config, fake_mode, resolve_tower)
         params_total = sum(p.numel() for p in built.model.parameters())
         params_trainable = sum(p.numel() for p in built.trainable)
@@ -100,7 +129,9 @@ def trace_scenario(scn: Scenario, config: dict[str, Any], *, debug: bool = False
             engine = make_engine(scn, built)
         tracker.track_existing([p for p in built.model.parameters()], "model_states/params")
         tracker.track_existing([b for b in built.model.buffers()], "model_states/params")
-        tracker.track_existing([t for t in built.inputs.values() if isinstance(t, torch.Tensor)], "activations/llm")
+        for t in built.inputs.values():  # the batch stays on the GPU for the whole step (HF Trainer)
+            if isinstance(t, torch.Tensor):
+                tracker.retag(t, "activations/vision" if t.is_floating_point() else "activations/llm")
         for module, part in built.parts:
             tracker.attach_part(module, part)
         tracker.attach_logits(built.lm_head)
@@ -133,7 +164,7 @@ def trace_scenario(scn: Scenario, config: dict[str, Any], *, debug: bool = False
     notes += getattr(engine, "notes", [])
     return TraceResult(scenario=scn, phases=phases, first_step=first, params_total=params_total,
                        params_trainable=params_trainable, wall_seconds=time.perf_counter() - start, notes=notes,
-                       largest=largest)
+                       largest=largest, marks=dict(tracker.marks), backward_layer_peak=tracker.layer_backward_peak)
 
 
 def overheads(scn: Scenario, items: dict[str, int]) -> dict[str, int]:

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -84,6 +85,11 @@ class StorageTracker(TorchDispatchMode):
         self.recompute_depth = 0
         self.logits_backward = False
         self.overrides: list[str] = []
+        self.head_grad_shape: tuple[int, ...] | None = None
+        self.marks: dict[str, int] = {}
+        self.layer_backward_peak = 0
+        """Largest recompute + backward temporaries while a checkpointed layer runs backward (calibrate)."""
+        self.layer_window = False
         self.debug = debug
         self.closed = False
         self._key = self.setup_key
@@ -179,11 +185,17 @@ class StorageTracker(TorchDispatchMode):
         self.total += size
         if self.total > self._peak.total:
             self._snapshot()
+        if self.layer_window:
+            layer = self.now["temporaries/recompute"] + self.now["temporaries/backward"]
+            self.layer_backward_peak = max(self.layer_backward_peak, layer)
 
     def _track(self, t: torch.Tensor, info: str) -> None:
         st = _local(t).untyped_storage()
         if st._cdata not in self._live:
-            self._add(st, self._key, info)
+            key = self._key
+            if self.logits_backward and self.head_grad_shape is not None and tuple(t.shape) == self.head_grad_shape:
+                key = "model_states/grads"  # lm_head's weight gradient (pending until accumulated when tied)
+            self._add(st, key, info)
 
     def retag(self, t: torch.Tensor | None, key: str) -> None:
         """File the storage of ``t`` under ``key`` from now on (registering it if unseen)."""
@@ -242,7 +254,7 @@ class StorageTracker(TorchDispatchMode):
                             self._track(p, info)
         return out
 
-    def __enter__(self) -> "StorageTracker":
+    def __enter__(self) -> StorageTracker:  # noqa: PYI034 (Self needs typing_extensions on 3.10)
         tracker = self
         orig = torch.UntypedStorage.resize_
         self._orig_resize = orig
@@ -257,7 +269,7 @@ class StorageTracker(TorchDispatchMode):
         super().__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
         if self._orig_resize is not None:
             torch.UntypedStorage.resize_ = self._orig_resize  # type: ignore[method-assign]
@@ -295,7 +307,13 @@ class StorageTracker(TorchDispatchMode):
         """From lm_head on, the forward is ``logits_loss`` (popped with the enclosing part); in backward the
         logits/loss phase ends when the gradient of lm_head's input is computed."""
 
+        weight = getattr(lm_head, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.requires_grad:
+            self.head_grad_shape = tuple(weight.shape)
+
         def pre(_m: Any, args: Any) -> None:
+            if self.phase == "forward":
+                self.marks["pre_logits"] = self.now["activations/llm"]
             self.push_part("logits_loss")
             hidden = args[0] if args else None
             if isinstance(hidden, torch.Tensor) and hidden.requires_grad and torch.is_grad_enabled():
@@ -315,6 +333,7 @@ class StorageTracker(TorchDispatchMode):
         def pre(_m: Any, _a: Any) -> None:
             self.recompute_depth += 1
             if self.phase == "backward":
+                self.layer_window = True  # a layer's recompute opens its backward window
                 self._refresh()
 
         def post(_m: Any, _a: Any, _o: Any) -> None:
@@ -322,7 +341,16 @@ class StorageTracker(TorchDispatchMode):
             if self.phase == "backward":
                 self._refresh()
 
+        def close_window(_grad: torch.Tensor) -> None:
+            self.layer_window = False
+
+        def layer_pre(_m: Any, args: Any) -> None:  # the gradient of the layer input closes the window
+            x = args[0] if args else None
+            if self.phase == "forward" and isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
+                x.register_hook(close_window)
+
         for layer in layers:
+            self._handles.append(layer.register_forward_pre_hook(layer_pre))
             for child in layer.children():
                 self._handles.append(child.register_forward_pre_hook(pre))
                 self._handles.append(child.register_forward_hook(post, always_call=True))

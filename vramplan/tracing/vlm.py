@@ -53,7 +53,7 @@ class CLIPTower(nn.Module):
 class _Values(list):  # type: ignore[type-arg]
     """A list that answers ``split`` and ``tolist`` like the 1-D tensor it stands for."""
 
-    def split(self, sizes: list[int]) -> list["_Values"]:  # type: ignore[override]
+    def split(self, sizes: list[int]) -> list[_Values]:  # type: ignore[override]
         out, start = [], 0
         for n in sizes:
             out.append(_Values(self[start:start + n]))
@@ -200,4 +200,5 @@ class ComposedVLM(nn.Module):
         batch = input_ids.shape[0]
         feats = feats.reshape(batch, -1, feats.shape[-1]).to(embed.dtype)
         inputs_embeds = torch.cat([feats, embed], dim=1)
+        del feats, embed  # prepare_inputs_labels_for_multimodal returns before the LLM runs
         return self.llm(inputs_embeds=inputs_embeds, labels=labels, attention_mask=attention_mask, use_cache=False)

@@ -18,6 +18,11 @@ EPILOG = """examples:
   vramplan estimate my_scenario.yaml --json
   vramplan estimate mgm-2b-stage2 --html report.html --png charts/
   vramplan estimate path/to/config.json --gpus 8xa100-80g --method lora --lora-r 16
+  vramplan estimate mgm-2b-stage2 --estimator trace     trace the real model on fake tensors (vramplan[torch])
+
+--estimator trace (also accepted as --method trace, since --method names the training method everywhere
+else) builds the model with transformers under FakeTensorMode and runs two training steps; reserved and
+nvidia-smi totals add the analytical allocator slack, CUDA context and NCCL buffers (docs/tracing.md).
 """
 
 
@@ -31,19 +36,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="machine-readable output (bytes as integers)")
     p.add_argument("--output", "-o", help="write the report to this file instead of stdout")
     add_visual_arguments(p)
-    p.add_argument("--method-of-estimate", dest="estimator", default="analytic", choices=["analytic"],
-                   help=argparse.SUPPRESS)
+    p.add_argument("--estimator", choices=["analytic", "trace"], default="analytic",
+                   help="analytic formulas (default) or trace: the real transformers model on fake tensors "
+                        '(needs pip install "vramplan[torch]")')
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """parse -> estimate -> render."""
+    estimator = args.estimator
+    if args.method is not None and args.method.strip().lower() == "trace":
+        estimator, args.method = "trace", None  # `--method trace`: the estimator, not a training method
     data, model_ref = scenario_dict_from_args(args)
-    est = estimate_from_dict(data)
-    if args.json:
-        text = json.dumps(estimate_to_dict(est, model_ref), indent=2)
+    if estimator == "trace":
+        from ...tracing import trace_estimate_from_dict
+
+        est = trace_estimate_from_dict(data)
     else:
-        text = render_estimate(est)
+        est = estimate_from_dict(data)
+    if args.json:
+        text = json.dumps(estimate_to_dict(est, model_ref, method=estimator), indent=2)
+    else:
+        text = render_estimate(est, title="vramplan estimate (traced)" if estimator == "trace" else "vramplan estimate")
     write_estimate_visuals(args, est, model_ref)
     write_output(text, args.output)
     return 0

@@ -57,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--keep-optimizer", action="store_true",
                    help="do not propose 8-bit AdamW, Adafactor or pure bf16 (keep the starting optimizer and precision)")
     g.add_argument("--json", action="store_true", help="machine-readable output (bytes as integers)")
+    g.add_argument("--verify", type=int, metavar="N",
+                   help='re-check the top N plans by trace and show both numbers (pip install "vramplan[torch]")')
     g.add_argument("--emit", metavar="DIR", help="write ds_config.json / accelerate config + launch.sh of the top plan")
     g.add_argument("--force", action="store_true", help="overwrite existing files in --emit DIR")
     add_visual_arguments(p)
@@ -108,12 +110,26 @@ def run(args: argparse.Namespace) -> int:
     sizing = size_cluster(start, _types(args.compare), methods=methods, global_batch=result.global_batch,
                           max_gpus=args.max_gpus) if args.compare else []
     write_plan_visuals(args, result, model_ref, nearest)
+    verified = None
+    if args.verify is not None:
+        from ..verify import verify_plans
+
+        verified = verify_plans(result, model_ref, args.verify)
     if args.json:
-        text = json.dumps(plan_result_to_dict(result, model_ref, nearest, sizing), indent=2)
+        out = plan_result_to_dict(result, model_ref, nearest, sizing)
+        if verified is not None:
+            from ..verify import verified_to_dict
+
+            out["verified"] = verified_to_dict(verified)
+        text = json.dumps(out, indent=2)
     else:
         text = render_plan_result(result, nearest)
         if sizing:
             text += "\n\n" + render_sizing_table(sizing, result.global_batch, start.train.seq_len)
+        if verified is not None:
+            from ..verify import render_verified
+
+            text += "\n\n" + render_verified(verified)
     if args.emit:
         if not result.plans:
             sys.stdout.write(text + "\n")

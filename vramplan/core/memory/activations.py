@@ -15,6 +15,11 @@ tests/torch/test_crossval.py). Per token, per decoder layer, ``b`` = activation 
   mem-efficient kernel saves its ``attn_bias`` the same way). Eager saves q, repeated K/V, the fp32
   softmax and its 16-bit cast (6 a s) and the contiguous output copy for o_proj; the additive mask lives
   through the forward only (traced: not live at the loss).
+- MLA (DeepSeek-V2/V3): q and the per-head keys at the q/k head dim, the value padded to that dim and the
+  padded output (transformers' FA2 path pads and crops; integrations/flash_attention.py), o_proj's
+  contiguous crop, and the latent RMSNorms like hidden ones (traced: constant_pad_nd and flash output
+  (1,16,512,192), clone (1,512,16,128)). q/k norms (Qwen3, OLMoE): fp32 copies, per-head rsqrt and the
+  normalised tensors.
 - Gated MLP: gate out, SiLU out, up out (3 b i) and the product (b i) when down_proj saves its input.
 - MoE (``grouped_mm`` experts): router logits + fp32 softmax per expert, and per routed token (x k) the
   gathered input (b h), gate_up out, SiLU out, product (4 b i' ... 8 bytes/i' in bf16) and the expert output
@@ -46,9 +51,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import DecoderSpec, Linear, Part
-from ..scenario import Attention, Engine, GradCkpt, Loss, Method, Precision, Scenario
+from ..model import Part
+from ..scenario import Attention, GradCkpt, Loss, Scenario
 from ..units import ceil_div
+from .layer import (
+    LayerFlags,
+    _first_layer_savings,
+    _llm_input_needs_grad,
+    _norm,
+    _savers,
+    attention_core_bytes,
+    autocast_weight_copy_bytes,
+    decoder_layer_bytes_per_token,
+    forward_layer_bytes_per_token,
+    fp32_routing,
+    layer_backward_bytes_per_token,
+    layer_flags,
+)
 from .params import RankParams
 from .vision import VisionActivations, activation_dtype_bytes, vision_activations
 
@@ -56,200 +75,6 @@ __all__ = [
     "LLMActivations", "LayerFlags", "VisionActivations", "activation_dtype_bytes", "decoder_layer_bytes_per_token",
     "layer_backward_bytes_per_token", "layer_flags", "llm_activations", "logits_bytes", "vision_activations",
 ]
-
-NORM_BACKWARD_FP32_PER_H = 20
-"""fp32 bytes per hidden unit an RMSNorm backward holds at once (five fp32 copies; traced)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LayerFlags:
-    """What in one decoder layer needs its inputs saved, and in which dtype."""
-
-    weights_train: bool
-    lora: frozenset[str]
-    saves_linear_inputs: bool
-    """bitsandbytes 4-bit matmuls save their input whether or not the weight trains (QLoRA)."""
-    autocast: bool
-    """fp32 weights under 16-bit autocast (HF Trainer/DDP without DeepSpeed or FSDP's mixed precision)."""
-    act_bytes: int
-    lora_dropout: bool
-    lora_r: int
-
-    @property
-    def stream_bytes(self) -> int:
-        """Bytes per element of the residual stream (fp32 under autocast)."""
-        return 4 if self.autocast else self.act_bytes
-
-
-def layer_flags(scn: Scenario) -> LayerFlags:
-    """Flags for the decoder layers of this scenario."""
-    method = scn.train.method
-    llm_trains = scn.trains(Part.LLM)
-    lora = frozenset(scn.lora_linear_names()) if method in (Method.LORA, Method.QLORA) else frozenset()
-    autocast = (
-        scn.train.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED)
-        and scn.parallel.engine in (Engine.SINGLE, Engine.DDP)
-        and llm_trains
-    )
-    return LayerFlags(
-        weights_train=llm_trains,
-        lora=lora,
-        saves_linear_inputs=method is Method.QLORA,
-        autocast=autocast,
-        act_bytes=activation_dtype_bytes(scn),
-        lora_dropout=scn.train.lora.dropout > 0,
-        lora_r=scn.train.lora.r,
-    )
-
-
-def _savers(lin_names: list[str], flags: LayerFlags) -> int:
-    """How many of the linears reading one input keep it (their own copy under autocast)."""
-    if flags.weights_train or flags.saves_linear_inputs:
-        return len(lin_names)
-    if flags.lora_dropout:
-        return 0  # adapters keep their dropout outputs; the frozen base keeps nothing
-    return sum(1 for n in lin_names if n in flags.lora)
-
-
-def _norm(h: int, flags: LayerFlags, readers: list[str]) -> int:
-    """Bytes per token kept by one HF RMSNorm and, when its readers save it, its output (module docstring)."""
-    total = 4 * h + 4  # fp32 input copy + fp32 rsqrt
-    if flags.weights_train:
-        total += flags.stream_bytes * h  # normalised tensor, saved by the weight multiply
-    savers = _savers(readers, flags)
-    if savers:
-        total += 2 * savers * h if flags.autocast else flags.act_bytes * h
-    return total
-
-
-def _lora_extra(linears: list[Linear], flags: LayerFlags) -> int:
-    """Bytes per token the LoRA adapters of one layer keep (dropout output + mask, rank-r output)."""
-    total = 0
-    b = flags.act_bytes
-    for lin in linears:
-        if lin.name not in flags.lora:
-            continue
-        per = b * flags.lora_r
-        if flags.lora_dropout:
-            per += (b + 1) * lin.d_in
-        total += per * (lin.count if not lin.expert else 1)
-    return total
-
-
-def attention_core_bytes(dec: DecoderSpec, scn: Scenario, seq_len: int, b: int) -> int:
-    """Bytes per token saved by the attention kernel (what selective recompute drops): q, k, v (repeated to
-    all heads on the padded SDPA and eager paths), the fp32 log-sum-exp, the SDPA mask / eager softmax."""
-    att = dec.attention
-    a = att.num_heads
-    impl = scn.train.attention
-    core = b * (att.q_dim + att.kv_dim + att.v_dim)
-    if impl is Attention.FLASH:
-        return core + 4 * a
-    expand = 0
-    if att.mla is None and att.num_kv_heads < att.num_heads:
-        expand = b * 2 * (att.q_dim - att.kv_dim)  # repeat_kv materialises K and V per query head
-    if impl is Attention.SDPA:
-        return core + expand + 4 * a + b * seq_len  # the padding mask, converted to the activation dtype
-    return core + expand + 6 * a * seq_len  # eager: fp32 softmax saved + its 16-bit cast
-
-
-def _attention_out_dim(dec: DecoderSpec) -> int:
-    att = dec.attention
-    return att.num_heads * (att.mla.v_head_dim if att.mla is not None else att.head_dim)
-
-
-def decoder_layer_bytes_per_token(scn: Scenario, index: int, flags: LayerFlags) -> int:
-    """Bytes per token one decoder layer saves for backward without checkpointing (tp = 1)."""
-    dec = scn.model.decoder
-    att = dec.attention
-    h, b = dec.hidden_size, flags.act_bytes
-    linears = dec.attention.linears(h)
-    qkv_names = [lin.name for lin in linears if lin.name != "o_proj"]
-    total = _norm(h, flags, qkv_names)
-    total += attention_core_bytes(dec, scn, scn.train.seq_len, b)
-    out = b * _attention_out_dim(dec)
-    if scn.train.attention is not Attention.EAGER:
-        total += out  # saved by the flash / SDPA kernel itself (o_proj reads a view of it)
-    elif _savers(["o_proj"], flags):
-        total += out  # contiguous copy of the attention output kept by o_proj
-    if att.mla is not None:
-        total += 4 * (att.mla.kv_lora_rank + (att.mla.q_lora_rank or 0))  # latent norms keep fp32 copies
-    elif att.qk_norm_numel:
-        total += 4 * (att.q_dim + att.kv_dim)  # q/k norms keep fp32 copies
-    mlp = dec.mlp_linears(index)
-    if dec.is_moe_layer(index) and dec.moe is not None:
-        moe = dec.moe
-        experts = [lin for lin in mlp if lin.expert]
-        expert_names = [lin.name for lin in experts]
-        total += _norm(h, flags, ["gate"] + expert_names[:1])
-        total += b * moe.num_experts + 4 * moe.num_experts  # router logits and fp32 softmax
-        be = 4 if flags.autocast else b  # grouped_mm experts are not autocast: fp32 with fp32 weights
-        per_routed = be * h  # expert output, saved by the routing-weight multiply
-        if _savers(expert_names[:1], flags):
-            per_routed += be * h  # gathered expert input
-        down_saves = _savers([moe.expert_names[2]], flags) > 0
-        per_routed += be * moe.expert_intermediate * (4 if down_saves else 3)
-        total += moe.top_k * per_routed
-        if moe.num_shared_experts and moe.shared_intermediate:
-            total += b * moe.shared_intermediate * (4 if down_saves else 3)
-    else:
-        up_names = [lin.name for lin in mlp if lin.name != "down_proj"]
-        total += _norm(h, flags, up_names)
-        down_saves = _savers(["down_proj"], flags) > 0
-        i = dec.intermediate_size
-        if dec.gated_mlp:
-            total += b * i * (4 if down_saves else 3)
-        else:
-            total += b * i * (2 if down_saves else 1)
-    total += _lora_extra(linears + mlp, flags)
-    return total
-
-
-def layer_backward_bytes_per_token(scn: Scenario, index: int, flags: LayerFlags) -> tuple[int, int]:
-    """(MLP/MoE backward temporaries net of the freed product, RMSNorm backward temporaries), per token."""
-    dec = scn.model.decoder
-    h, b = dec.hidden_size, flags.act_bytes
-    incoming = flags.stream_bytes * h
-    norm = incoming + NORM_BACKWARD_FP32_PER_H * h
-    if dec.is_moe_layer(index) and dec.moe is not None:
-        moe = dec.moe
-        mlp = 6 * h + 10 * h * moe.top_k
-        mlp = max(mlp, incoming + 2 * b * moe.top_k * moe.expert_intermediate)
-    elif dec.gated_mlp:
-        mlp = incoming + 2 * b * dec.intermediate_size
-    else:
-        mlp = incoming + b * dec.intermediate_size
-    return mlp, norm
-
-
-def _llm_input_needs_grad(scn: Scenario, flags: LayerFlags) -> bool:
-    """Whether the first layer's input requires grad: trained embeddings, a trained vision side feeding
-    image features, or checkpointing (transformers calls ``enable_input_require_grads`` with it)."""
-    if flags.weights_train or scn.train.grad_ckpt is not GradCkpt.NONE:
-        return True
-    vision_trains = any(scn.trains(p) for p in (Part.VISION, Part.VISION_AUX, Part.PROJECTOR))
-    return scn.model.is_vlm and scn.train.images_per_sample > 0 and vision_trains
-
-
-def _first_layer_savings(scn: Scenario, flags: LayerFlags) -> int:
-    """Per token, what layer 0 does not save when its input needs no grad (frozen LLM, LoRA without
-    checkpointing): its input norm's fp32 copy and rsqrt, and the dropout masks of the adapters reading it
-    (traced: 4 fp32 norm copies and 9 masks for 2 layers, not 5 and 12)."""
-    h = scn.model.decoder.hidden_size
-    masks = 0
-    if flags.lora_dropout:
-        masks = sum(lin.d_in for lin in scn.model.decoder.attention.linears(h)
-                    if lin.name in flags.lora and lin.name != "o_proj")
-    return 4 * h + 4 + masks
-
-
-def autocast_weight_copy_bytes(dec: DecoderSpec, index: int, flags: LayerFlags, tp: int) -> int:
-    """16-bit copies of one layer's fp32 linear weights that autocast makes and the matmuls save
-    (routed experts are plain parameters that autocast never casts)."""
-    if not flags.autocast:
-        return 0
-    return 2 * sum(lin.numel for lin in dec.layer_linears(index) if not lin.expert) // tp
-
 
 @dataclass(frozen=True, slots=True)
 class LLMActivations:
@@ -260,9 +85,14 @@ class LLMActivations:
     recompute: int
     """One layer recomputed during backward (checkpointing), 0 without checkpointing."""
     backward_temp: int
-    """Activation-gradient temporaries while one layer's MLP runs backward (net of its freed product)."""
+    """Activation-gradient temporaries while one layer's MLP runs backward."""
+    backward_freed: int
+    """That layer's saved (or recomputed) tensors already freed at that moment (the product; under autocast
+    down_proj's weight copy)."""
     norm_backward: int
     """Temporaries of an RMSNorm backward (the final norm's runs with every saved tensor alive)."""
+    final_norm: int
+    """Saved tensors of the final norm (freed once its backward ran, before the layers')."""
     layer_kept: int
     """What one layer still holds when the last (bottom) layer runs backward: its input (checkpointing)
     or its saved tensors."""
@@ -272,18 +102,39 @@ class LLMActivations:
     """Logits/loss bytes at the start of backward."""
     moe_transient: int
     """MoE routing temporaries of one layer's forward (fp32 routing-weight products)."""
+    bottom_layer: tuple[int, int, int, int] = (-1, 0, 0, 0)
+    """(recompute, backward temporaries, freed, kept) of the bottom layer when its kind differs; -1: same."""
+    recomputes_layers: bool = False
+    """Full checkpointing: the MLP's freed tensors come out of the recomputed layer, not the saved ones."""
+    forward_layer: int = 0
+    """Peak inside the last layer's forward on top of what earlier layers keep: its MLP intermediates
+    (checkpointing), or MoE's fp32/16-bit routing products (without)."""
     forward_extra: int = 0
     """Alive at the end of forward only: the model output (final norm) held by the loss call when lm_head does
     not save it, and, with checkpointing under autocast, every layer's cached 16-bit weight copy (autocast's
     cache lives until the autocast region ends, before backward; traced)."""
 
     @property
-    def top_of_backward(self) -> tuple[int, int]:
-        """(recompute, temporaries) at the peak of the first layers' backward: the final norm's fp32 chain,
-        or the top layer recomputed with its MLP gradients."""
-        if self.recompute + self.backward_temp >= self.norm_backward:
-            return self.recompute, self.backward_temp
-        return 0, self.norm_backward
+    def top_of_backward(self) -> tuple[int, int, int]:
+        """(saved activations, recompute, temporaries) at the peak of the first layers' backward: the final
+        norm's fp32 chain with every saved tensor alive, or the top layer (recomputed) with its MLP
+        gradients once the final norm's tensors are freed."""
+        if self.recomputes_layers:
+            layer = (self.saved - self.final_norm, max(0, self.recompute - self.backward_freed), self.backward_temp)
+        else:
+            layer = (max(0, self.saved - self.final_norm - self.backward_freed), self.recompute, self.backward_temp)
+        norm = (self.saved, 0, self.norm_backward)
+        return layer if sum(layer) >= sum(norm) else norm
+
+    @property
+    def bottom_of_backward(self) -> tuple[int, int, int]:
+        """(kept activations, recompute, temporaries) while the bottom layer's MLP runs backward."""
+        recompute, temp, freed, kept = self.bottom_layer
+        if recompute < 0:
+            recompute, temp, freed, kept = self.recompute, self.backward_temp, self.backward_freed, self.layer_kept
+        if self.recomputes_layers:
+            return kept, max(0, recompute - freed), temp
+        return max(0, kept - freed), recompute, temp
 
 
 def llm_activations(scn: Scenario, rp: RankParams) -> LLMActivations:
@@ -296,17 +147,18 @@ def llm_activations(scn: Scenario, rp: RankParams) -> LLMActivations:
     h = dec.hidden_size
     tokens = scn.train.tokens_per_micro_batch
     in_flight = min(par.pp, scn.train.grad_accum) if par.pp > 1 else 1
-    layers = range(0, rp.layers)
-    by_kind: dict[bool, tuple[int, int, int]] = {}
+    layers = range(rp.layers)
+    by_kind: dict[bool, tuple[int, int, int, int]] = {}
     for i in layers:
         kind = dec.is_moe_layer(i)
         if kind not in by_kind:
             override = scn.activation_profile
             saved = decoder_layer_bytes_per_token(scn, i, flags)
-            mlp_bwd, norm_bwd = layer_backward_bytes_per_token(scn, i, flags)
+            mlp_bwd, freed, norm_bwd = layer_backward_bytes_per_token(scn, i, flags)
             if override is not None:
-                saved, mlp_bwd = override.layer_bytes(kind, saved, mlp_bwd)
-            by_kind[kind] = (saved, mlp_bwd, norm_bwd)
+                saved, net = override.layer_bytes(kind, saved, mlp_bwd - freed)
+                mlp_bwd, freed = net, 0
+            by_kind[kind] = (saved, mlp_bwd, norm_bwd, freed)
     per_layer = [by_kind[dec.is_moe_layer(i)][0] for i in layers]
     # Tensor parallelism splits everything but the norms and the residual stream (Korthikanti §4.1).
     norm_part = 8 * h if tp > 1 else 0
@@ -316,7 +168,9 @@ def llm_activations(scn: Scenario, rp: RankParams) -> LLMActivations:
     input_bytes = flags.stream_bytes * h
     if ckpt is GradCkpt.FULL:
         saved_layers = rp.layers * input_bytes * tokens
-        recompute = max(per_layer_tp) * tokens + max(weight_copies or [0])
+        # under autocast the input norm's fp32 "copy" is the checkpointed fp32 input itself
+        shared = 4 * h if flags.autocast else 0
+        recompute = (max(per_layer_tp) - shared) * tokens + max(weight_copies or [0])
         layer_kept = input_bytes * tokens
     elif ckpt is GradCkpt.SELECTIVE:
         core = attention_core_bytes(dec, scn, scn.train.seq_len, b) // tp
@@ -327,37 +181,68 @@ def llm_activations(scn: Scenario, rp: RankParams) -> LLMActivations:
         saved_layers = sum(per_layer_tp) * tokens + sum(weight_copies)
         recompute = 0
         layer_kept = max(per_layer_tp) * tokens + max(weight_copies or [0])
+    if ckpt is GradCkpt.FULL and scn.train.attention is not Attention.FLASH:
+        # the 4-D mask is an input of every checkpointed layer, so the checkpoints keep it until their
+        # backward: bool for SDPA, additive in the embedding dtype for eager (traced: bitwise_and
+        # (2,1,512,512) bool; where (2,1,256,256) fp32 under autocast)
+        mask = 1 if scn.train.attention is Attention.SDPA else flags.stream_bytes
+        saved_layers += mask * scn.train.micro_batch * scn.train.seq_len ** 2
+        layer_kept += mask * scn.train.micro_batch * scn.train.seq_len ** 2
     if not _llm_input_needs_grad(scn, flags) and ckpt is GradCkpt.NONE and rp.has_embedding:
         saved_layers -= _first_layer_savings(scn, flags) * tokens
     saved = saved_layers * in_flight
     forward_extra = sum(weight_copies) if ckpt is GradCkpt.FULL else 0
-    if rp.has_lm_head:
-        saved += _norm(h, flags, ["lm_head"]) * tokens  # final norm, its output kept by a training lm_head
-        if flags.autocast or not _savers(["lm_head"], flags):
-            forward_extra += flags.stream_bytes * h * tokens  # last_hidden_state, alive while the loss runs
-    backward_temp = max(v[1] for v in by_kind.values()) * tokens // tp if by_kind else 0
+    final_norm = _norm(h, flags, ["lm_head"]) * tokens if rp.has_lm_head else 0
+    saved += final_norm  # final norm, its output kept by a training lm_head
+    if rp.has_lm_head and (flags.casts_per_reader or not _savers(["lm_head"], flags)):
+        forward_extra += flags.stream_bytes * h * tokens  # last_hidden_state, alive while the loss runs
+    worst = max(by_kind.values(), key=lambda v: v[1] - v[3]) if by_kind else (0, 0, 0, 0)
+    backward_temp = worst[1] * tokens // tp
+    backward_freed = worst[3] * tokens // tp
+    if flags.autocast and not dec.moe_layers:
+        # down_proj's 16-bit weight copy is freed once its backward ran, before the MLP's peak (traced)
+        backward_freed += 2 * dec.intermediate_size * h // tp
     norm_backward = max(v[2] for v in by_kind.values()) * tokens if by_kind else 0
-    if scn.train.attention is Attention.EAGER:
-        backward_temp += tokens * dec.attention.num_heads * scn.train.seq_len * 4 // tp  # softmax grad
+    # the bottom (first) layer may be of another kind than the worst one (DeepSeek's first dense layers)
+    first = by_kind.get(dec.is_moe_layer(0), worst) if rp.has_embedding else worst
+    scale = (first[0] * tokens) / max(1, worst[0] * tokens)
+    bottom = (
+        int(recompute * scale) if ckpt is GradCkpt.FULL else recompute,
+        first[1] * tokens // tp,
+        first[3] * tokens // tp + (backward_freed - worst[3] * tokens // tp),
+        layer_kept if ckpt is GradCkpt.FULL else int(layer_kept * scale),
+    )
     logits_fwd = logits_bwd = 0
     if rp.has_lm_head:
         logits_fwd, logits_bwd = logits_bytes(scn, tokens)
-        if flags.autocast:
-            copy = 2 * ceil_div(dec.vocab_size, tp) * h  # autocast's 16-bit copy of the fp32 lm_head weight
+        if flags.casts_per_reader:
+            # autocast's 16-bit copy of the fp32 lm_head weight (trained, or cast to fp32 for QLoRA)
+            copy = 2 * ceil_div(dec.vocab_size, tp) * h
             logits_fwd += copy
             logits_bwd += copy
     moe_transient = 0
     if dec.moe is not None:
-        moe_transient = 2 * dec.moe.top_k * tokens * 4 * h // tp + tokens * dec.moe.num_experts * 12
+        rb = 4 if fp32_routing(scn) else b
+        moe_transient = 2 * dec.moe.top_k * tokens * rb * h // tp  # weighted expert outputs + their reorder
+    if ckpt is GradCkpt.FULL:
+        forward_layer = max(forward_layer_bytes_per_token(scn, i, flags) for i in {0, *dec.moe_layers[:1]}
+                            if i < dec.num_layers) * tokens // tp
+    else:
+        forward_layer = moe_transient
     return LLMActivations(
         saved=saved,
         recompute=recompute,
         backward_temp=backward_temp,
+        backward_freed=backward_freed,
         norm_backward=norm_backward,
+        final_norm=final_norm,
         layer_kept=layer_kept,
         logits_forward=logits_fwd,
         logits_backward=logits_bwd,
         moe_transient=moe_transient,
+        recomputes_layers=ckpt is GradCkpt.FULL,
+        bottom_layer=bottom,
+        forward_layer=forward_layer,
         forward_extra=forward_extra,
     )
 

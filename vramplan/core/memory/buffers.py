@@ -37,6 +37,34 @@ class EngineBuffers:
     """Backward: a full-size gradient waiting to be bucketed (ZeRO-1/2)."""
     optimizer_step: int
     dequant: int
+    gathered_backward_start: int = -1
+    """Gathered at the start of backward (loss backward), before any layer runs; -1: ``gathered_backward``."""
+    gathered_forward_layer: int = -1
+    """Gathered while a layer runs forward (FSDP2 prefetches the next one); -1: ``gathered_forward``."""
+    gathered_backward_top: int = -1
+    """Gathered while the first (top) layer runs backward; -1: ``gathered_backward``."""
+    gathered_backward_bottom: int = -1
+    """Gathered while the last (bottom) layer runs backward; -1: ``gathered_backward``."""
+
+    @property
+    def gathered_at_backward_start(self) -> int:
+        """``gathered_backward_start``, defaulting to ``gathered_backward``."""
+        return self.gathered_backward if self.gathered_backward_start < 0 else self.gathered_backward_start
+
+    @property
+    def gathered_at_forward_layer(self) -> int:
+        """``gathered_forward_layer``, defaulting to ``gathered_forward``."""
+        return self.gathered_forward if self.gathered_forward_layer < 0 else self.gathered_forward_layer
+
+    @property
+    def gathered_at_backward_top(self) -> int:
+        """``gathered_backward_top``, defaulting to ``gathered_backward``."""
+        return self.gathered_backward if self.gathered_backward_top < 0 else self.gathered_backward_top
+
+    @property
+    def gathered_at_backward_bottom(self) -> int:
+        """``gathered_backward_bottom``, defaulting to ``gathered_backward``."""
+        return self.gathered_backward if self.gathered_backward_bottom < 0 else self.gathered_backward_bottom
 
 
 def reduce_bucket_elements(scn: Scenario) -> int:
@@ -67,6 +95,7 @@ def engine_buffers(scn: Scenario, rp: RankParams, states: StateBytes) -> EngineB
     w = weight_bytes(scn)
     engine = par.engine
     zero_buckets = gathered_f = gathered_b = ddp = grad_transient = step = 0
+    gathered_b_start = gathered_b_top = gathered_b_bottom = gathered_f_layer = -1
     dequant = 0
     if scn.train.method is Method.QLORA:
         dequant = rp.largest_base_linear * 2  # Linear4bit dequantizes the weight to bf16 per use
@@ -90,6 +119,7 @@ def engine_buffers(scn: Scenario, rp: RankParams, states: StateBytes) -> EngineB
             window = min(prefetch_elements(scn), ds.stage3_max_live_parameters) * w
             gathered_f = unit + window
             gathered_b = 2 * unit + window  # gathered params + their full grads before reduce-scatter
+            gathered_b_start = unit + window  # the loss backward: no parameter gradient exists yet
             if not states.offloads_optimizer:
                 group = min(ds.sub_group_size, t_shard)
                 step += group * (2 + 4) + _foreach_temp(group, 4, scn)
@@ -103,9 +133,22 @@ def engine_buffers(scn: Scenario, rp: RankParams, states: StateBytes) -> EngineB
             everything = (rp.trainable + rp.frozen) * unsharded
             gathered_f = everything
             gathered_b = everything + layer  # + the unit's unsharded grads
+        elif engine is Engine.FSDP2:
+            # traced (torch 2.13 fully_shard, accelerate layout): at the loss the root's unsharded params
+            # and one layer's all-gather buffer are live. A layer's backward holds its unsharded params,
+            # its 16-bit unsharded grads, the prefetched next layer (not for the bottom one) and the
+            # previous layer's reduce-scatter input (reduce dtype), kept until the next reduce-scatter
+            # (not yet for the top one).
+            reduce = rp.largest_layer * (4 if scn.train.precision is not Precision.BF16_PURE else 2)
+            gathered_f = root + layer
+            # the running layer, and the next one prefetched: its all-gather output and its copy-out
+            gathered_f_layer = root + 3 * layer
+            gathered_b = root + 2 * layer + layer + reduce
+            gathered_b_start = root + layer
+            gathered_b_top = root + 2 * layer + layer
+            gathered_b_bottom = root + layer + layer + reduce
         else:
-            copy_out = layer if engine is Engine.FSDP2 else 0
-            gathered_f = root + 2 * layer + copy_out
+            gathered_f = root + 2 * layer
             reduce = rp.largest_layer * (4 if scn.train.precision is not Precision.BF16_PURE else 2)
             gathered_b = root + 2 * layer + layer + reduce
         if not (states.offloads_optimizer or states.offloads_params):
@@ -122,4 +165,8 @@ def engine_buffers(scn: Scenario, rp: RankParams, states: StateBytes) -> EngineB
         grad_transient=grad_transient,
         optimizer_step=step,
         dequant=dequant,
+        gathered_backward_start=gathered_b_start,
+        gathered_forward_layer=gathered_f_layer,
+        gathered_backward_top=gathered_b_top,
+        gathered_backward_bottom=gathered_b_bottom,
     )

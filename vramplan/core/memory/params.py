@@ -122,7 +122,14 @@ def _rank_params(
                         persistent += lin.d_out // tp
                     if lin.weight_numel // tp <= threshold:
                         persistent += lin.weight_numel // tp
-                largest_param = max(largest_param, lin.weight_numel // tp)
+                if lin.expert and dec.moe is not None:
+                    # transformers 5 holds each layer's routed experts as fused 3-D parameters: gate_up_proj
+                    # (E x 2i x h) and down_proj (E x h x i) -- one gradient of that size appears at once
+                    # (traced: Mixtral-8x7B's 1.75 GiB gate_up_proj grad in the MoE backward)
+                    fused = ceil_div(lin.count, ep) * (lin.weight_numel // tp)
+                    largest_param = max(largest_param, fused * (1 if lin.name == dec.moe.expert_names[2] else 2))
+                else:
+                    largest_param = max(largest_param, lin.weight_numel // tp)
                 largest_base_linear = max(largest_base_linear, lin.weight_numel // tp)
             norms = dec.norms_per_layer * dec.norm_numel_per_norm + dec.attention.norm_numel()
             if dec.is_moe_layer(i) and dec.moe is not None:

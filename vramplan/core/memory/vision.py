@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import ConnectorSpec, Part, VisionTowerSpec
-from ..scenario import Attention, GradCkpt, Scenario
+from ..scenario import Attention, Engine, GradCkpt, Precision, Scenario
 from .params import RankParams
 
 
@@ -31,6 +31,8 @@ class VisionActivations:
     """Saved tensors of trainable connectors (projector, MGM patch-info mining)."""
     tower_transient: int
     """Peak transient while the towers run (before the LLM forward)."""
+    inputs: int = 0
+    """The micro-batch's pixel tensors, on the GPU for the whole step (HF Trainer moves the batch there)."""
 
 
 def _tower_output_bytes(t: VisionTowerSpec, b: int) -> int:
@@ -69,6 +71,11 @@ def _trainable_tower_bytes(t: VisionTowerSpec, scn: Scenario, b: int) -> int:
     return t.num_layers * p * per_patch * t.passes_per_image
 
 
+def autocast_on(scn: Scenario) -> bool:
+    """16-bit autocast runs the forward (mixed precision outside DeepSpeed, FSDP's included)."""
+    return scn.train.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and scn.parallel.engine is not Engine.DEEPSPEED
+
+
 def _connector_bytes(c: ConnectorSpec, scn: Scenario, b: int) -> int:
     """Saved bytes of one trainable connector per image."""
     model = scn.model
@@ -77,8 +84,12 @@ def _connector_bytes(c: ConnectorSpec, scn: Scenario, b: int) -> int:
         positions = aux.output_positions_per_image if aux else 0
         aux_ch = aux.out_channels if aux else 0
         width = max((lin.d_out for lin in c.linears), default=0)
-        # reshaped 2880-channel copy, two LayerNorm outputs (aux and value heads), two linear outputs.
-        per_position = b * (3 * aux_ch + 2 * width)
+        # Per aux position: the reshaped 2880-channel copy (saved by both LayerNorms) and the two LayerNorm
+        # outputs (aux and value heads), the scaled aux keys and the values (2 x width). Under autocast,
+        # LayerNorm runs in fp32 (CUDA autocast fp32 list): each LayerNorm saves its own fp32 copy of the
+        # input and each linear its 16-bit cast of the fp32 output (traced: 2 x fp32 + 2 x bf16 copies).
+        ln = 12 * aux_ch if autocast_on(scn) else 3 * b * aux_ch
+        per_position = ln + b * 2 * width
         query_tokens = model.image_tokens
         return positions * per_position + query_tokens * b * 4 * width
     tokens = model.image_tokens
@@ -98,14 +109,20 @@ def vision_activations(scn: Scenario, rp: RankParams) -> VisionActivations:
     b = activation_dtype_bytes(scn)
     saved_tower = transient = saved_conn = 0
     connectors_train = scn.trains(Part.PROJECTOR)
+    mining = any(c.kind == "mgm_mining" for c in model.connectors)
     for t in model.towers:
         part = Part(t.name)
         if scn.trains(part):
             saved_tower += _trainable_tower_bytes(t, scn, b) + _tower_output_bytes(t, b)
-        elif connectors_train:
+        elif connectors_train and not (t.kind == "convnext" and mining):
+            # A frozen tower's output is kept as the connector's saved input. MGM's aux map is not: patch-info
+            # mining copies it into patches first (traced: the (b, 2880, H, W) map is freed; the reshaped
+            # copy is counted with the connector).
             saved_tower += _tower_output_bytes(t, b)
         transient = max(transient, _tower_transient_bytes(t, scn, b))
     if connectors_train:
         for c in model.connectors:
             saved_conn += _connector_bytes(c, scn, b)
-    return VisionActivations(saved_tower * images, saved_conn * images, transient * images)
+    pixels = sum(t.passes_per_image * 3 * t.image_size ** 2 for t in model.towers if t.kind == "convnext" or not t.num_patches)
+    pixels += sum(t.num_patches * 3 * 2 * t.patch_size ** 2 for t in model.towers if t.kind != "convnext" and t.num_patches)
+    return VisionActivations(saved_tower * images, saved_conn * images, transient * images, pixels * b * images)

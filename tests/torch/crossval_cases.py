@@ -1,0 +1,150 @@
+"""The cross-validation cases: tiny configs the analytical model is held to against the trace.
+
+Tiny, but with the shape ratios of the real families (Llama MLP ~2.75 h, GQA 4:1, Gemma MQA + head_dim
+256-like, Mixtral top-2 of 4, Qwen2-MoE fine-grained experts + shared expert, CLIP + ConvNeXt towers at
+low resolution). Two vocabularies: 4000 (the loss dominates the backward, as in most real runs) and 1000
+(the layers' backward dominates). Shared by tests/torch/test_crossval.py and benchmarks/crossval.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LLAMA = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 2,
+         "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4000, "max_position_embeddings": 4096}
+LLAMA_SV = dict(LLAMA, vocab_size=1000)
+QWEN2 = {"model_type": "qwen2", "hidden_size": 256, "intermediate_size": 896, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 6000, "max_position_embeddings": 4096,
+         "tie_word_embeddings": True}
+GEMMA = {"model_type": "gemma", "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64, "vocab_size": 8000,
+         "max_position_embeddings": 4096, "hidden_act": "gelu_pytorch_tanh"}
+GEMMA_SV = dict(GEMMA, vocab_size=1000)
+MIXTRAL = {"model_type": "mixtral", "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 2,
+           "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4000, "num_local_experts": 4,
+           "num_experts_per_tok": 2, "max_position_embeddings": 4096}
+MIXTRAL_SV = dict(MIXTRAL, vocab_size=1000)
+QWEN2MOE = {"model_type": "qwen2_moe", "hidden_size": 256, "intermediate_size": 704, "moe_intermediate_size": 128,
+            "shared_expert_intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 4000, "num_experts": 8, "num_experts_per_tok": 4,
+            "max_position_embeddings": 4096}
+QWEN2MOE_SV = dict(QWEN2MOE, vocab_size=1000)
+QWEN3MOE = {"model_type": "qwen3_moe", "hidden_size": 256, "intermediate_size": 704, "moe_intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+            "vocab_size": 4000, "num_experts": 8, "num_experts_per_tok": 4, "max_position_embeddings": 4096}
+DEEPSEEK = {"model_type": "deepseek_v2", "hidden_size": 256, "intermediate_size": 704, "moe_intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 4000,
+            "kv_lora_rank": 64, "q_lora_rank": None, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
+            "v_head_dim": 32, "n_routed_experts": 8, "num_experts_per_tok": 2, "n_shared_experts": 1,
+            "first_k_dense_replace": 1, "max_position_embeddings": 4096, "topk_method": "greedy"}
+
+TOWERS: dict[str, dict[str, Any]] = {
+    "tiny-clip": {"model_type": "clip_vision_model", "hidden_size": 128, "intermediate_size": 512,
+                  "num_hidden_layers": 2, "num_attention_heads": 4, "num_channels": 3, "image_size": 112,
+                  "patch_size": 14},
+    "tiny-convnext": {"model_type": "convnext", "num_channels": 3, "patch_size": 4, "depths": [1, 1, 2, 1],
+                      "hidden_sizes": [32, 64, 128, 256], "layer_scale_init_value": 1e-6, "image_size": 64},
+}
+_MM = {"mm_vision_tower": "tiny-clip", "mm_hidden_size": 128, "mm_projector_type": "mlp2x_gelu",
+       "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch"}
+_AUX = {"mm_vision_tower_aux": "tiny-convnext", "image_size_aux": 256, "mm_hidden_size_aux": 480}
+MGM = dict(GEMMA, model_type="mgm_gemma", **_MM, **_AUX)
+MGM_HD = dict(MGM, image_grid=2, image_global=True, image_size_aux=512)
+MGM_MIXTRAL = dict(MIXTRAL, model_type="mgm_mixtral", **_MM, **_AUX)
+LLAVA = dict(LLAMA, model_type="llava_llama", **_MM)
+LLAVA_HF = {"model_type": "llava", "text_config": dict(LLAMA),
+            "vision_config": {"model_type": "clip_vision_model", "hidden_size": 128, "intermediate_size": 512,
+                              "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 112, "patch_size": 14},
+            "image_token_index": 3999, "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
+            "image_seq_length": 64}
+
+PARALLEL_KEYS = ("engine", "zero", "offload_optimizer", "offload_param", "fsdp_sharding")
+
+
+def scenario(**kw: Any) -> dict[str, Any]:
+    """A scenario dict: single GPU, bf16-mixed, micro-batch 2 x 512 tokens, no checkpointing, flash; ``kw``
+    overrides train keys, parallel keys (``PARALLEL_KEYS``) and ``gpus`` (GPUs per node)."""
+    train = {"method": "full", "precision": "bf16-mixed", "micro_batch": 2, "seq_len": 512, "grad_ckpt": "none",
+             "attention": "flash"}
+    par: dict[str, Any] = {"engine": "single"}
+    hw: dict[str, Any] = {"gpu": "a100-80g", "gpus_per_node": 1}
+    for key, value in kw.items():
+        if key in PARALLEL_KEYS:
+            par[key] = value
+        elif key == "gpus":
+            hw["gpus_per_node"] = value
+        else:
+            train[key] = value
+    return {"train": train, "hardware": hw, "parallel": par}
+
+
+S = scenario
+CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    # dense decoders: precision, attention, batch and sequence sweeps, checkpointing
+    ("llama-single-mixed", LLAMA, S()),
+    ("llama-single-bf16", LLAMA, S(precision="bf16-pure")),
+    ("llama-fp32", LLAMA_SV, S(precision="fp32")),
+    ("llama-ckpt", LLAMA, S(grad_ckpt="full")),
+    ("llama-sdpa", LLAMA, S(attention="sdpa")),
+    ("llama-eager", LLAMA, S(attention="eager", seq_len=256)),
+    ("llama-b1-s1024", LLAMA, S(micro_batch=1, seq_len=1024)),
+    ("llama-b4-s256", LLAMA, S(micro_batch=4, seq_len=256)),
+    ("llama-b8-s256-ckpt", LLAMA, S(micro_batch=8, seq_len=256, grad_ckpt="full")),
+    ("llama-sv-bf16", LLAMA_SV, S(precision="bf16-pure")),
+    ("llama-sv-ckpt-b4", LLAMA_SV, S(grad_ckpt="full", micro_batch=4)),
+    ("llama-sv-sdpa-ckpt", LLAMA_SV, S(attention="sdpa", grad_ckpt="full", precision="bf16-pure")),
+    ("llama-sv-eager", LLAMA_SV, S(attention="eager", seq_len=256)),
+    ("llama-ga2", LLAMA_SV, S(grad_accum=2)),
+    ("qwen2-tied-ckpt", QWEN2, S(grad_ckpt="full")),
+    ("gemma", GEMMA, S()),
+    ("gemma-sv-eager-ckpt", GEMMA_SV, S(attention="eager", seq_len=256, grad_ckpt="full")),
+    # optimizers: foreach temporaries, fused, no state, 8-bit states; optimizer-bound peaks
+    ("opt-bound-foreach", LLAMA, S(micro_batch=1, seq_len=64)),
+    ("opt-bound-fused", LLAMA, S(micro_batch=1, seq_len=64, optimizer="adamw-fused")),
+    ("opt-sgd", LLAMA, S(optimizer="sgd")),
+    ("opt-adamw-8bit", LLAMA, S(optimizer="adamw-8bit", precision="bf16-pure")),
+    # LoRA (frozen base)
+    ("lora", LLAMA, S(method="lora")),
+    ("lora-ckpt", LLAMA, S(method="lora", grad_ckpt="full")),
+    ("lora-sv-b4", LLAMA_SV, S(method="lora", micro_batch=4)),
+    ("lora-zero2", LLAMA, S(method="lora", engine="deepspeed", zero=2, gpus=4)),
+    # engines and world sizes
+    ("ddp-4", LLAMA, S(engine="ddp", gpus=4)),
+    ("ddp-2-sv-ckpt", LLAMA_SV, S(engine="ddp", gpus=2, grad_ckpt="full")),
+    ("zero1-4", LLAMA, S(engine="deepspeed", zero=1, gpus=4)),
+    ("zero2-8-ckpt", LLAMA, S(engine="deepspeed", zero=2, gpus=8, grad_ckpt="full")),
+    ("zero2-4-sv-ckpt", LLAMA_SV, S(engine="deepspeed", zero=2, gpus=4, grad_ckpt="full", micro_batch=4)),
+    ("zero2-offload", LLAMA, S(engine="deepspeed", zero=2, gpus=4, offload_optimizer="cpu")),
+    ("zero2-ga2", LLAMA_SV, S(grad_accum=2, engine="deepspeed", zero=2, gpus=4)),
+    ("zero3-4", LLAMA, S(engine="deepspeed", zero=3, gpus=4)),
+    ("zero3-8-sv", LLAMA_SV, S(engine="deepspeed", zero=3, gpus=8)),
+    ("fsdp2-4", LLAMA, S(engine="fsdp2", gpus=4)),
+    ("fsdp2-8-ckpt", LLAMA, S(engine="fsdp2", gpus=8, grad_ckpt="full")),
+    ("fsdp2-4-sv-ckpt", LLAMA_SV, S(engine="fsdp2", gpus=4, grad_ckpt="full")),
+    ("fsdp2-2-sv-bf16", LLAMA_SV, S(engine="fsdp2", gpus=2, precision="bf16-pure")),
+    # MoE
+    ("mixtral-mixed", MIXTRAL, S()),
+    ("mixtral-mixed-ckpt", MIXTRAL, S(grad_ckpt="full")),
+    ("mixtral-bf16", MIXTRAL, S(precision="bf16-pure")),
+    ("mixtral-sv-bf16-ckpt", MIXTRAL_SV, S(grad_ckpt="full", precision="bf16-pure")),
+    ("mixtral-zero2-sv", MIXTRAL_SV, S(engine="deepspeed", zero=2, gpus=4)),
+    ("mixtral-zero3-ckpt", MIXTRAL, S(engine="deepspeed", zero=3, gpus=4, grad_ckpt="full")),
+    ("mixtral-fsdp2-2", MIXTRAL, S(engine="fsdp2", gpus=2)),
+    ("qwen2moe-bf16", QWEN2MOE, S(precision="bf16-pure")),
+    ("qwen2moe-sv-bf16-ckpt", QWEN2MOE_SV, S(precision="bf16-pure", grad_ckpt="full")),
+    ("qwen3moe-qknorm-zero2", QWEN3MOE, S(engine="deepspeed", zero=2, gpus=4)),
+    ("deepseek-mla-zero2", DEEPSEEK, S(engine="deepspeed", zero=2, gpus=4)),
+    ("deepseek-mla-bf16-ckpt", dict(DEEPSEEK, vocab_size=1000), S(precision="bf16-pure", grad_ckpt="full")),
+    # vision-language: LLaVA (transformers and original), MGM (2B-like, HD, MoE), frozen / trained parts
+    ("llava-hf", LLAVA_HF, S(seq_len=256)),
+    ("llava-hf-tower-trains", LLAVA_HF, S(seq_len=256, trainable=["llm", "projector", "vision"])),
+    ("llava-orig-zero2-ckpt", LLAVA, S(seq_len=256, grad_ckpt="full", engine="deepspeed", zero=2, gpus=4)),
+    ("llava-orig-lora-zero2", LLAVA, S(seq_len=256, method="lora", engine="deepspeed", zero=2, gpus=4)),
+    ("mgm-stage2-zero2", MGM, S(seq_len=256, grad_ckpt="full", engine="deepspeed", zero=2, gpus=4)),
+    ("mgm-stage1-projector-only", MGM, S(seq_len=256, method="freeze", trainable=["projector"], grad_ckpt="full",
+                                         engine="deepspeed", zero=2, gpus=4)),
+    ("mgm-hd-zero2", MGM_HD, S(seq_len=512, micro_batch=1, grad_ckpt="full", engine="deepspeed", zero=2, gpus=4)),
+    ("mgm-single-mixed", MGM, S(seq_len=256)),
+    ("mgm-mixtral-zero3", MGM_MIXTRAL, S(seq_len=256, grad_ckpt="full", engine="deepspeed", zero=3, gpus=4)),
+]
+"""(name, HF config dict, scenario dict without the model)."""
