@@ -23,7 +23,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_plan_mgm2b_on_4x4090(capsys) -> None:
-    code, out, err = run(capsys, "plan", "mgm-2b", "--gpus", "4xrtx4090")
+    code, out, err = run(capsys, "plan", "mgm-2b", "--gpus", "4xrtx4090", "--micro-batch", "2")
     assert code == 0, err
     assert "Starting setup: DeepSpeed ZeRO-2" in out and "does not fit" in out
     assert "Plans that fit" in out

@@ -40,7 +40,8 @@ def test_ranking_puts_fitting_options_first_then_least_change(report_2b):
     assert costs == sorted(costs)
     singles = report_2b.prescription.singles
     assert {"zero3", "offload_optimizer", "chunked_loss", "micro_batch_1"} <= {o.ids[0] for o in singles}
-    assert not any(o.fits for o in singles)  # no single change is enough: combinations were searched
+    # micro-batch 8 -> 1 alone brings the peak to ~22.1 GiB (the trace agrees), under 22.94 usable.
+    assert any(o.fits for o in singles if o.ids[0] == "micro_batch_1")
     assert all(len(o.ids) >= 2 for o in report_2b.prescription.combos)
     assert not report_2b.alternatives  # a full fine-tuning fix exists: no alternatives needed
 
