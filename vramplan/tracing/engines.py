@@ -38,7 +38,7 @@ from ..core.memory.states import model_state_bytes
 from ..core.scenario import Engine, Precision, Scenario
 from ..core.units import shard
 from .build import Built
-from .optim import make_optimizer, state_tensors
+from .optim import make_optimizer, state_tensors, step_and_file_states
 from .tracker import StorageTracker
 
 
@@ -79,12 +79,7 @@ class Replicated:
     def step(self, tracker: StorageTracker) -> None:
         """optimizer.step(); zero_grad(set_to_none=True); file the states."""
         assert self.optimizer is not None
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        device, host = state_tensors(self.optimizer)
-        tracker.track_existing(device, "model_states/optimizer")
-        for t in host:
-            tracker.forget(t)
+        step_and_file_states(self.optimizer, tracker)
 
 
 class ZeroEquivalent(Replicated):

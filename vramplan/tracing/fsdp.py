@@ -26,7 +26,7 @@ import torch
 
 from ..core.scenario import FsdpSharding, Offload, Scenario
 from .build import Built, TraceUnsupported
-from .optim import make_optimizer, state_tensors
+from .optim import make_optimizer, step_and_file_states
 from .tracker import StorageTracker
 
 GATHER_KEY = "buffers/gathered_params"
@@ -118,12 +118,7 @@ class FSDP2Engine:
     def step(self, tracker: StorageTracker) -> None:
         """optimizer.step(); zero_grad(set_to_none=True); file the states."""
         assert self.optimizer is not None
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        device, host = state_tensors(self.optimizer)
-        tracker.track_existing(device, "model_states/optimizer")
-        for t in host:
-            tracker.forget(t)
+        step_and_file_states(self.optimizer, tracker)
 
     def adjust(self, phase: str, items: dict[str, int]) -> dict[str, int]:
         """Traced items as they are."""

@@ -80,3 +80,13 @@ def state_tensors(optimizer: torch.optim.Optimizer) -> tuple[list[torch.Tensor],
             else:
                 device.append(value)
     return device, host
+
+
+def step_and_file_states(optimizer: Any, tracker: Any) -> None:
+    """optimizer.step(); zero_grad(set_to_none=True); file the device states, forget the host ones."""
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    device, host = state_tensors(optimizer)
+    tracker.track_existing(device, "model_states/optimizer")
+    for t in host:
+        tracker.forget(t)
