@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vramplan.monitor import CallableSource, FakeSource, MemoryMonitor, Sample
-from vramplan.monitor.monitor import MAX_FAILURES
+from vramplan.monitor.guard import MAX_FAILURES
 
 
 class Broken(FakeSource):

@@ -11,7 +11,8 @@ the sources and integrations that need them. See docs/runtime.md.
 """
 
 from .leaks import leak_verdict, new_allocation_sites
-from .monitor import MemoryMonitor, is_oom
+from .hooks import is_oom
+from .monitor import MemoryMonitor
 from .oom import FlightRecorder, attribute_snapshot, parse_oom_message
 from .sources import CallableSource, CudaSource, FakeSource, MallocSource, MemorySource, RssSource, Sample, default_source
 

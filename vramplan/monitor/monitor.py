@@ -25,26 +25,26 @@ sampling. Only the constructor raises (``VramplanError``) for bad arguments, bef
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Iterator, Literal, Mapping
 
 from .. import __version__
 from ..core.errors import VramplanError
 from .compare import compare, prediction_from
+from .guard import guard_once, guard_step
+from .hooks import first_grad_tensor, is_oom
 from .leaks import leak_verdict, new_allocation_sites
+from .phase_stats import PhaseAggregate, max_known
 from .oom import FlightRecorder
 from .sources import MemorySource, Sample, default_source
 
 log = logging.getLogger("vramplan.monitor")
 
 SCHEMA_VERSION = 1
-MAX_FAILURES = 20
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def env_rank() -> tuple[int, int]:
@@ -57,75 +57,6 @@ def env_rank() -> tuple[int, int]:
     if rank is None:
         rank = number("LOCAL_RANK") or 0
     return rank, number("WORLD_SIZE") or 1
-
-
-def _guarded(counter: str) -> Callable[[F], F]:
-    """Run the method; on any Exception log once per method, count it, return None. Adds its time to ``counter``."""
-
-    def decorate(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(self: "MemoryMonitor", *args: Any, **kwargs: Any) -> Any:
-            if self._disabled:
-                return None
-            t0 = time.perf_counter()
-            try:
-                return fn(self, *args, **kwargs)
-            except Exception as exc:
-                self._failures += 1
-                if fn.__name__ not in self._failed_methods:
-                    self._failed_methods.add(fn.__name__)
-                    log.warning("vramplan monitor: %s failed (%s: %s); training continues", fn.__name__,
-                                type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-                if self._failures >= MAX_FAILURES:
-                    self._disabled = True
-                    log.warning("vramplan monitor: %d internal errors, monitoring stopped", self._failures)
-                return None
-            finally:
-                setattr(self, counter, getattr(self, counter) + time.perf_counter() - t0)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-_guard = _guarded("_overhead_s")
-"""For methods called every step (their time is the overhead the summary reports)."""
-_guard_once = _guarded("_setup_s")
-"""For start/close/on_exception (one-time costs, reported apart)."""
-
-
-def _max(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if a >= b else b
-
-
-class _PhaseAgg:
-    """One phase of one step, aggregated over micro-steps (gradient accumulation)."""
-
-    __slots__ = ("count", "duration_s", "allocated", "reserved", "peak_allocated", "peak_reserved", "device_used",
-                 "host_rss")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.duration_s = 0.0
-        self.allocated: int | None = None
-        self.reserved: int | None = None
-        self.peak_allocated: int | None = None
-        self.peak_reserved: int | None = None
-        self.device_used: int | None = None
-        self.host_rss: int | None = None
-
-    def add(self, sample: Sample, duration: float) -> None:
-        self.count += 1
-        self.duration_s += duration
-        self.allocated, self.reserved = sample.allocated_bytes, sample.reserved_bytes
-        self.peak_allocated = _max(_max(self.peak_allocated, sample.peak_allocated_bytes), sample.allocated_bytes)
-        self.peak_reserved = _max(_max(self.peak_reserved, sample.peak_reserved_bytes), sample.reserved_bytes)
-        self.device_used = _max(self.device_used, sample.device_used_bytes)
-        self.host_rss = _max(self.host_rss, sample.host_rss_bytes)
 
 
 class MemoryMonitor:
@@ -188,7 +119,7 @@ class MemoryMonitor:
         self.step_index = 0
         self._phase: str | None = None
         self._phase_t0 = 0.0
-        self._aggs: dict[str, _PhaseAgg] = {}
+        self._aggs: dict[str, PhaseAggregate] = {}
         self._gap_peak_alloc: int | None = None
         self._gap_peak_res: int | None = None
         self._step_records: list[dict[str, Any]] = []
@@ -207,13 +138,13 @@ class MemoryMonitor:
         self.start()
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is not None:
             self.on_exception(exc)
         self.close()
         return False
 
-    @_guard_once
+    @guard_once
     def start(self) -> None:
         """Open the log, write its header, arm the flight recorder. Called by ``__enter__``."""
         if self._started:
@@ -266,10 +197,10 @@ class MemoryMonitor:
             self.end_phase()
 
     def _absorb_gap(self, sample: Sample) -> None:
-        self._gap_peak_alloc = _max(self._gap_peak_alloc, sample.peak_allocated_bytes)
-        self._gap_peak_res = _max(self._gap_peak_res, sample.peak_reserved_bytes)
+        self._gap_peak_alloc = max_known(self._gap_peak_alloc, sample.peak_allocated_bytes)
+        self._gap_peak_res = max_known(self._gap_peak_res, sample.peak_reserved_bytes)
 
-    @_guard
+    @guard_step
     def begin_phase(self, name: str) -> None:
         """Close the open phase (if any) and start ``name`` (forward, backward, optimizer or your own)."""
         if not self._started or self._closed or name == self._phase:
@@ -283,7 +214,7 @@ class MemoryMonitor:
         if self.reset_peaks and self.source is not None:
             self.source.reset_peak()
 
-    @_guard
+    @guard_step
     def end_phase(self) -> None:
         """Close the open phase."""
         if self._phase is not None:
@@ -292,13 +223,13 @@ class MemoryMonitor:
     def _end_phase(self) -> None:
         assert self.source is not None and self._phase is not None
         sample = self.source.read(rss=False)
-        self._aggs.setdefault(self._phase, _PhaseAgg()).add(sample, time.perf_counter() - self._phase_t0)
+        self._aggs.setdefault(self._phase, PhaseAggregate()).add(sample, time.perf_counter() - self._phase_t0)
         self._phase = None
         if self.reset_peaks:
             self.source.reset_peak()
 
     # ------------------------------------------------------------------ steps
-    @_guard
+    @guard_step
     def step(self) -> None:
         """End of one optimizer step: write its records, check headroom, start the next step."""
         if not self._started or self._closed:
@@ -312,15 +243,15 @@ class MemoryMonitor:
         sample = self.source.read()
         now = time.perf_counter()
         step = self.step_index
-        peak_alloc = _max(self._gap_peak_alloc, sample.peak_allocated_bytes)
-        peak_res = _max(self._gap_peak_res, sample.peak_reserved_bytes)
+        peak_alloc = max_known(self._gap_peak_alloc, sample.peak_allocated_bytes)
+        peak_res = max_known(self._gap_peak_res, sample.peak_reserved_bytes)
         device_used = sample.device_used_bytes
         host_rss = sample.host_rss_bytes
         for name, agg in self._aggs.items():
-            peak_alloc = _max(peak_alloc, agg.peak_allocated)
-            peak_res = _max(peak_res, agg.peak_reserved)
-            device_used = _max(device_used, agg.device_used)
-            host_rss = _max(host_rss, agg.host_rss)
+            peak_alloc = max_known(peak_alloc, agg.peak_allocated)
+            peak_res = max_known(peak_res, agg.peak_reserved)
+            device_used = max_known(device_used, agg.device_used)
+            host_rss = max_known(host_rss, agg.host_rss)
             rec = {"kind": "phase", "rank": self.rank, "step": step, "phase": name, "micro_steps": agg.count,
                    "duration_s": round(agg.duration_s, 6), "allocated_bytes": agg.allocated,
                    "reserved_bytes": agg.reserved, "peak_allocated_bytes": agg.peak_allocated,
@@ -328,11 +259,12 @@ class MemoryMonitor:
                    "host_rss_bytes": agg.host_rss}
             self._write(rec)
             peaks = self._phase_peaks.setdefault(name, {})
-            for key in ("peak_allocated_bytes", "peak_reserved_bytes", "device_used_bytes", "host_rss_bytes"):
-                peaks[key] = _max(peaks.get(key), rec[key])
+            for key, value in (("peak_allocated_bytes", agg.peak_allocated), ("peak_reserved_bytes", agg.peak_reserved),
+                               ("device_used_bytes", agg.device_used), ("host_rss_bytes", agg.host_rss)):
+                peaks[key] = max_known(peaks.get(key), value)
         headroom = None
         if self.capacity_bytes:
-            in_use = _max(peak_res, device_used)
+            in_use = max_known(peak_res, device_used)
             if in_use is not None:
                 headroom = self.capacity_bytes - in_use
                 self._min_headroom = headroom if self._min_headroom is None else min(self._min_headroom, headroom)
@@ -387,7 +319,7 @@ class MemoryMonitor:
                                f"the vramplan estimate ({predicted / 2**30:.2f} GiB)")
 
     # ------------------------------------------------------------------ hooks
-    @_guard
+    @guard_step
     def watch(self, model: Any = None, optimizer: Any = None) -> None:
         """Phase boundaries from hooks: forward pre-hook, a grad hook on the output (backward), optimizer step hooks."""
         if self.recorder is not None:
@@ -411,7 +343,7 @@ class MemoryMonitor:
         try:
             if not getattr(module, "training", True):
                 return
-            tensor = _first_grad_tensor(output)
+            tensor = first_grad_tensor(output)
             if tensor is not None:
                 tensor.register_hook(self._on_backward_start)
         except Exception:
@@ -421,7 +353,7 @@ class MemoryMonitor:
         if self._phase != "backward":
             self.begin_phase("backward")
 
-    @_guard
+    @guard_step
     def unwatch(self) -> None:
         """Remove the hooks ``watch`` added."""
         for handle in self._hooks:
@@ -429,7 +361,7 @@ class MemoryMonitor:
         self._hooks = []
 
     # ------------------------------------------------------------------ OOM and close
-    @_guard_once
+    @guard_once
     def on_exception(self, exc: BaseException) -> None:
         """Record an exception from the training loop; a CUDA OOM triggers the flight recorder."""
         if not is_oom(exc):
@@ -442,7 +374,7 @@ class MemoryMonitor:
                      "report_path": report.get("report_path") if report else None}
         self._write({"kind": "event", "rank": self.rank, "step": self.step_index, "event": "oom", **self._oom})
 
-    @_guard_once
+    @guard_once
     def close(self) -> dict[str, Any] | None:
         """Flush the last step, write the summary JSON, remove hooks. Returns the summary."""
         if self._closed or not self._started:
@@ -508,41 +440,3 @@ class MemoryMonitor:
             },
             "internal_errors": self._failures,
         }
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is a CUDA out-of-memory error (``torch.cuda.OutOfMemoryError`` or its message)."""
-    try:
-        import sys
-
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except Exception:
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower() and "cuda" in str(exc).lower()
-
-
-def _first_grad_tensor(output: Any) -> Any:
-    """The first tensor in ``output`` that requires grad (loss first for HF ``ModelOutput``)."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    if isinstance(output, torch.Tensor):
-        return output if output.requires_grad else None
-    if isinstance(output, Mapping):
-        loss = output.get("loss")
-        if isinstance(loss, torch.Tensor) and loss.requires_grad:
-            return loss
-        values: Any = output.values()
-    elif isinstance(output, (list, tuple)):
-        values = output
-    else:
-        return None
-    for value in values:
-        found = _first_grad_tensor(value)
-        if found is not None:
-            return found
-    return None
