@@ -62,3 +62,59 @@ def test_doctor_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 1, err  # the setup OOMs
     page = html.read_text(encoding="utf-8")
     assert 'data-verdict="OOM"' in page and 'data-verdict="FIX"' in page
+
+
+def _embedded(page: str) -> dict:
+    import json
+    import re
+
+    m = re.search(r'<script type="application/json" id="vramplan-data">(.*?)</script>', page, re.DOTALL)
+    assert m is not None
+    return json.loads(m.group(1).replace("<\\/", "</"))
+
+
+def test_sizing_html_and_png_match_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib", reason='PNG charts need the "plot" extra')
+    args = ["plan", "mgm-2b", "--gpu-type", "rtx4090", "--compare", "a100-80g"]
+    assert main([*args, "--json"]) == 0
+    import json
+
+    rows = json.loads(capsys.readouterr().out)["sizing"]
+    html, png = tmp_path / "sizing.html", tmp_path / "charts"
+    code = main([*args, "--html", str(html), "--png", str(png)])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    page = html.read_text(encoding="utf-8")
+    data = _embedded(page)
+    assert data["kind"] == "sizing" and data["plan"]["sizing"] == rows
+    bars = data["charts"]["sizing"]["bars"]
+    fitting = [r for r in rows if r["count"] is not None]
+    assert len(bars) == len(fitting) >= 2  # one bar per GPU type/method with a count
+    for bar, row in zip(bars, fitting):
+        assert bar["total_bytes"] <= bar["usable_bytes"]  # the plan shown fits the GPU it names
+        assert bar["label"].startswith(f"{row['count']}x ")
+    assert "GPUs needed" in page and "NVIDIA GeForce RTX 4090" in page
+    assert [p.name for p in png.iterdir()] == ["sizing.png"]
+
+
+def test_plan_with_compare_puts_the_sizing_in_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    html = tmp_path / "plan.html"
+    code = main(["plan", "mgm-2b-stage2", "--gpus", "4xrtx4090", "--compare", "a100-80g", "--html", str(html)])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    page = html.read_text(encoding="utf-8")
+    data = _embedded(page)
+    assert {s["gpu"] for s in data["plan"]["sizing"]} == {"a100-80g"}
+    assert all(s["count"] == 1 for s in data["plan"]["sizing"])  # MGM-2B full FT fits one 80 GB card
+    assert 'data-chart-name="sizing"' in page and 'data-verdict="PLANS"' in page
+
+
+def test_sizing_png_with_nothing_that_fits_is_one_line_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib", reason='PNG charts need the "plot" extra')
+    html, png = tmp_path / "s.html", tmp_path / "charts"
+    code = main(["plan", "mgm-8x7b", "--gpu-type", "rtx4090", "--method", "full", "--max-gpus", "2", "--host-ram", "64GB",
+                 "--html", str(html), "--png", str(png)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "no GPU type has a count that fits" in err and len(err.strip().splitlines()) == 1
+    assert not html.exists() and not png.exists()

@@ -64,19 +64,50 @@ def write_estimate_visuals(args: argparse.Namespace, est: Any, model_ref: str | 
 
 
 def write_plan_visuals(args: argparse.Namespace, result: Any, model_ref: str | None = None,
-                       nearest: Sequence[Any] = ()) -> None:
-    """``--html``/``--png`` of ``vramplan plan`` (your setup beside the ranked plans)."""
+                       nearest: Sequence[Any] = (), sizing: Sequence[Any] = ()) -> None:
+    """``--html``/``--png`` of ``vramplan plan`` (your setup beside the ranked plans; with ``--compare``, the
+    GPUs needed per type too)."""
 
     def html() -> str:
         from ..report.html_plan import render_plan_html
 
-        return render_plan_html(result, model_ref, nearest)
+        return render_plan_html(result, model_ref, nearest, sizing=sizing)
 
     def pngs() -> Mapping[str, bytes]:
         from ..report.charts import plan_charts
         from ..report.plots import render_pngs
 
-        return render_pngs(plan_charts(result))
+        images = render_pngs(plan_charts(result))
+        images.update(_sizing_png(sizing))
+        return images
+
+    write_visuals(args, html, pngs)
+
+
+def _sizing_png(rows: Sequence[Any]) -> dict[str, bytes]:
+    """``sizing.png`` when at least one GPU type has a count that fits (no empty chart otherwise)."""
+    from ..report.charts import sizing_chart
+    from ..report.plots import render_chart_png
+
+    chart = sizing_chart(rows)
+    return {"sizing.png": render_chart_png(chart)} if chart.bars else {}
+
+
+def write_sizing_visuals(args: argparse.Namespace, rows: Sequence[Any], global_batch: int, start: Any,
+                         model_ref: str | None = None) -> None:
+    """``--html``/``--png`` of ``vramplan plan --gpu-type T`` / ``--compare a,b`` without ``--gpus``."""
+
+    def html() -> str:
+        from ..report.html_plan import render_sizing_html
+
+        return render_sizing_html(rows, global_batch, start, model_ref)
+
+    def pngs() -> Mapping[str, bytes]:
+        images = _sizing_png(rows)
+        if not images:
+            raise VramplanError("--png: no GPU type has a count that fits, so there is no chart to draw; "
+                                "raise --max-gpus or allow more methods (--method any)")
+        return images
 
     write_visuals(args, html, pngs)
 

@@ -264,6 +264,14 @@ def plan_charts(result: Any, top: int = 5) -> EstimateCharts:
     )
 
 
+def sizing_chart(rows: Sequence[Any]) -> StackedChart:
+    """``plan --gpu-type/--compare``: one bar per GPU type and method, the best plan at the smallest count that
+    fits (its peak breakdown against that GPU's own capacity); rows where nothing fits have no bar."""
+    candidates = [(f"{s.count}x {s.gpu.id} {s.method.value}", s.plan.estimate)
+                  for s in rows if s.count is not None and s.plan is not None]
+    return breakdown_chart(candidates, title="Per-GPU memory of the best plan at the smallest GPU count that fits")
+
+
 def doctor_charts(report: Any, top: int = 4) -> EstimateCharts:
     """Charts of a doctor report: the user's setup next to the best-ranked fixes and alternatives; the
     phases and sweeps of the user's setup."""
@@ -295,6 +303,7 @@ __all__ = [
     "doctor_charts",
     "estimate_charts",
     "phase_chart",
+    "sizing_chart",
     "plan_charts",
     "sweep_chart",
 ]

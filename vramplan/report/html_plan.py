@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .charts import EstimateCharts, charts_to_dict, plan_charts
+from .charts import EstimateCharts, chart_to_dict, charts_to_dict, plan_charts, sizing_chart
 from .html import charts_html, esc, estimate_section, render_page, table, verdict_html
-from .plan_json import plan_result_to_dict
+from .plan_json import plan_result_to_dict, sizing_result_to_dict
+from .plan_text import setup_label
+from .svg import render_chart_svg
 from .text import describe_setup
 from .units import gib_num
 
@@ -101,12 +103,53 @@ def plan_section(result: Any, charts: EstimateCharts | None = None, nearest: Seq
     )
 
 
+def sizing_section(rows: Sequence[Any], global_batch: int, seq_len: int) -> str:
+    """``--gpu-type`` / ``--compare``: the smallest GPU count per type and method, its best setup, and a chart
+    of that setup's per-GPU memory against each GPU's capacity."""
+    cells = []
+    for s in rows:
+        if s.count is None or s.plan is None:
+            cells.append((esc(s.gpu.display_name), esc(s.method.value), "&ndash;",
+                          f"nothing fits up to {s.max_gpus} GPUs", "", "", ""))
+            continue
+        p = s.plan
+        changes = [c for c in p.changes if not c.startswith("GPUs ")]
+        setup = esc(f"{setup_label(p.scenario)}, mb {p.scenario.train.micro_batch} x {p.scenario.train.grad_accum}")
+        if changes:
+            setup += "<br><small>" + "; ".join(esc(c) for c in changes) + "</small>"
+        cells.append((esc(s.gpu.display_name), esc(s.method.value), str(s.count), setup,
+                      gib_num(p.estimate.device_used_bytes), f"{p.step_time.total_s:.2f}",
+                      f"{p.step_time.tokens_per_s:,.0f}"))
+    chart = sizing_chart(rows)
+    figure = (f'<div class="charts"><figure data-chart-name="sizing">{render_chart_svg(chart)}</figure></div>'
+              if chart.bars else "")
+    return (f'<section class="sizing"><h3>GPUs needed</h3><p>Global batch {global_batch} &times; seq {seq_len}; '
+            "the smallest count with a plan that fits, starting optimizer and precision kept.</p>"
+            + table(["GPU", "method", "GPUs", "best setup at that count", "peak GiB", "step s", "tokens/s"], cells,
+                    numeric=(2, 4, 5, 6), cls="sizing")
+            + figure + "</section>")
+
+
+def render_sizing_html(rows: Sequence[Any], global_batch: int, start: Any, model_ref: str | None = None) -> str:
+    """The HTML report of ``vramplan plan … --gpu-type T`` / ``--compare a,b`` (sizing without a cluster)."""
+    data = {"kind": "sizing", "plan": sizing_result_to_dict(rows, global_batch, model_ref),
+            "charts": {"sizing": chart_to_dict(sizing_chart(rows))}}
+    body = (f'<div class="setup">{esc(describe_setup(start))}</div>'
+            + sizing_section(rows, global_batch, start.train.seq_len))
+    return render_page(f"vramplan plan: GPUs needed for {start.model.name}", body, data)
+
+
 def render_plan_html(result: Any, model_ref: str | None = None, nearest: Sequence[Any] = (),
-                     charts: EstimateCharts | None = None) -> str:
-    """The HTML report of ``vramplan plan … --html``."""
+                     charts: EstimateCharts | None = None, sizing: Sequence[Any] = ()) -> str:
+    """The HTML report of ``vramplan plan … --html`` (with ``--compare``: the sizing table too)."""
     charts = charts or plan_charts(result)
-    data = {"kind": "plan", "plan": plan_result_to_dict(result, model_ref, nearest), "charts": charts_to_dict(charts)}
+    data = {"kind": "plan", "plan": plan_result_to_dict(result, model_ref, nearest, sizing),
+            "charts": charts_to_dict(charts)}
+    if sizing:
+        data["charts"]["sizing"] = chart_to_dict(sizing_chart(sizing))
     body = plan_section(result, charts, nearest)
+    if sizing:
+        body += sizing_section(sizing, result.global_batch, result.start.train.seq_len)
     if result.plans:
         body += "<h2>Best plan in detail</h2>" + estimate_section(result.plans[0].estimate, show_charts=False)
     return render_page(f"vramplan plan: {result.start.model.name}", body, data)

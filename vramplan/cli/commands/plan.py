@@ -19,7 +19,7 @@ from ...core.scenario import Method, Scenario
 from ...report.plan_json import plan_result_to_dict, sizing_result_to_dict
 from ...report.plan_text import emit_header, render_plan_result, render_sizing_table
 from ..scenario_args import add_scenario_arguments, scenario_dict_from_args
-from ..visual_args import add_visual_arguments, write_plan_visuals
+from ..visual_args import add_visual_arguments, write_plan_visuals, write_sizing_visuals
 
 EPILOG = """examples:
   vramplan plan mgm-2b --gpus 4xrtx4090                    what fits MGM-2B stage 2 on 4x RTX 4090
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     nearest = nearest_options(result, DEFAULT_ALTERNATIVE_GPUS, max_gpus=args.max_gpus) if not result.plans else ()
     sizing = size_cluster(start, _types(args.compare), methods=methods, global_batch=result.global_batch,
                           max_gpus=args.max_gpus) if args.compare else []
-    write_plan_visuals(args, result, model_ref, nearest)
+    write_plan_visuals(args, result, model_ref, nearest, sizing)
     verified = None
     if args.verify is not None:
         from ..verify import verify_plans
@@ -159,6 +159,7 @@ def _sizing_only(args: argparse.Namespace, start: Scenario, request: PlanRequest
         types += [t for t in _types(args.compare) if t not in types]
     global_batch = request.global_batch or start_global_batch(start)
     rows = size_cluster(start, types, methods=request.methods, global_batch=global_batch, max_gpus=args.max_gpus)
+    write_sizing_visuals(args, rows, global_batch, start, model_ref)
     if args.json:
         sys.stdout.write(json.dumps(sizing_result_to_dict(rows, global_batch, model_ref), indent=2) + "\n")
     else:
