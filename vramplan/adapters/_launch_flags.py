@@ -82,7 +82,47 @@ MGM_LLAVA_FLAGS = frozenset({
     "mm_vision_tower_lr", "group_by_modality_length", "lr_multi",
 })
 
-KNOWN_TRAINING_FLAGS = HF_TRAINING_FLAGS | MGM_LLAVA_FLAGS
+OTHER_REPO_FLAGS = frozenset({
+    # Qwen / Qwen-VL / MiniCPM-V / DeepSeek-MoE / FastChat finetune.py (LoraArguments, ModelArguments)
+    "use_lora", "q_lora", "fix_vit", "tune_vision", "tune_llm", "llm_type", "eval_data_path", "max_slice_nums",
+    "lora_target_modules", "lora_modules_to_save", "lora_layer_replication", "lora_layers_to_transform",
+    # InternVL internvl_chat_finetune.py
+    "freeze_llm", "freeze_mlp", "grad_checkpoint", "use_backbone_lora", "use_llm_lora", "force_image_size",
+    "max_dynamic_patch", "min_dynamic_patch", "down_sample_ratio", "drop_path_rate", "vision_select_layer",
+    "conv_style", "meta_path", "dynamic_image_size", "use_thumbnail", "ps_version", "use_packed_ds",
+    # LLaMA-Factory (hparams/*.py)
+    "stage", "finetuning_type", "lora_target", "lora_rank", "quantization_bit", "quantization_method",
+    "template", "dataset_dir", "max_samples", "val_size", "overwrite_cache", "preprocessing_num_workers",
+    "plot_loss", "enable_liger_kernel", "freeze_vision_tower", "train_mm_proj_only",
+    "freeze_multi_modal_projector", "disable_gradient_checkpointing", "use_unsloth", "image_max_pixels",
+    # TRL ModelConfig / SFTConfig
+    "use_peft", "load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "use_bnb_nested_quant", "packing",
+    "eos_token", "dataset_text_field", "dataset_config", "model_init_kwargs", "completion_only_loss",
+    # alpaca-lora finetune.py (fire): global batch and micro-batch, base model
+    "base_model", "batch_size", "micro_batch_size", "num_epochs", "val_set_size", "train_on_inputs",
+    "add_eos_token", "prompt_template_name", "wandb_project", "wandb_run_name", "wandb_watch", "wandb_log_model",
+})
+
+KNOWN_TRAINING_FLAGS = HF_TRAINING_FLAGS | MGM_LLAVA_FLAGS | OTHER_REPO_FLAGS
+
+MODEL_PATH_FLAGS = ("model_name_or_path", "base_model")
+"""Flags that name the model, most common first (alpaca-lora's finetune.py takes ``--base_model``)."""
+
+LORA_SWITCH_FLAGS = ("lora_enable", "use_lora", "use_peft")
+"""Boolean switches that turn LoRA on (LLaVA/MGM, Qwen/MiniCPM-V/DeepSeek-MoE, TRL)."""
+
+QLORA_SWITCH_FLAGS = ("q_lora", "load_in_4bit")
+"""Boolean switches that load the base model in 4 bits under LoRA (Qwen/FastChat ``--q_lora``, TRL)."""
+
+FOUR_BIT_FLAGS = ("bits", "quantization_bit")
+"""Integer flags whose value 4 means QLoRA (LLaVA/MGM/DeepSeek-MoE ``--bits``, LLaMA-Factory)."""
+
+LORA_RANK_FLAGS = ("lora_r", "lora_rank")
+LORA_ONLY_ENTRY_MARKER = "lora"
+"""An entry script whose file name contains this (FastChat ``train_lora.py``) trains LoRA without a switch."""
+
+GRAD_CKPT_FLAGS = ("gradient_checkpointing", "grad_checkpoint")
+"""Flags that turn gradient checkpointing on (HF, InternVL)."""
 
 SEQ_LEN_FLAGS = ("model_max_length", "max_seq_length", "max_length", "cutoff_len", "seq_length")
 """Flags that set the training sequence length, most specific first."""
@@ -104,6 +144,6 @@ FLASH_ENTRY_POINTS = ("train_mem.py", "train_mem")
 """LLaVA / MGM ``train_mem.py`` calls ``train(attn_implementation="flash_attention_2")`` (mgm.md §2.1)."""
 
 LEAF_MODULE_ENTRY_POINTS = ("mgm/train/train", "mgm.train.train", "minigemini/train/train", "minigemini.train.train",
-                            "llamafactory", "llama_factory", "src/train.py")
+                            "llamafactory", "llama_factory", "src/train.py", "llamafactory-cli train")
 """Training code known to call ``deepspeed.utils.set_z3_leaf_modules`` for MoE blocks (MGM train.py;
 LLaMA-Factory model_utils/moe.py)."""

@@ -17,8 +17,9 @@ from pathlib import Path
 _BACKBONES: tuple[tuple[re.Pattern[str], str, str | None, str | None, str | None], ...] = (
     (re.compile(r"mixtral.*8x7b|8x7b"), "8x7b", "mgm-8x7b", None, "mixtral-8x7b"),
     (re.compile(r"gemma.*2b|2b.*gemma"), "2b", "mgm-2b", None, "gemma-2b"),
-    (re.compile(r"(vicuna|llama-?2).*13b|13b-v1\.5|vicuna.*13b"), "13b", "mgm-13b", "llava-1.5-13b", "llama-2-13b"),
-    (re.compile(r"(vicuna|llama-?2).*7b|7b-v1\.5"), "7b", "mgm-7b", "llava-1.5-7b", "llama-2-7b"),
+    (re.compile(r"(vicuna|llama-?2).*13b|13b-v1\.5|vicuna.*13b|(^|/)llama-?13b"), "13b", "mgm-13b", "llava-1.5-13b",
+     "llama-2-13b"),
+    (re.compile(r"(vicuna|llama-?2).*7b|7b-v1\.5|(^|/)llama-?7b"), "7b", "mgm-7b", "llava-1.5-7b", "llama-2-7b"),
     (re.compile(r"llama-?3.*8b"), "8b", "mgm-8b", None, "llama-3.1-8b"),
     (re.compile(r"yi.*34b|hermes.*34b"), "34b", "mgm-34b", None, None),
     (re.compile(r"mistral.*7b"), "mistral-7b", None, None, "mistral-7b"),
@@ -27,6 +28,9 @@ _BACKBONES: tuple[tuple[re.Pattern[str], str, str | None, str | None, str | None
 )
 
 HD_IMAGE_SIZE_AUX = 1536
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""``owner/name`` as the Hub spells ids (a relative local folder of two parts looks the same; it is
+reported as a Hub id only when no such folder with a config.json exists)."""
 
 
 def _normalise(path: str) -> str:
@@ -49,6 +53,8 @@ def model_from_path(
         return None, "the script has no --model_name_or_path"
     if "$" in path or "`" in path:
         return None, f"--model_name_or_path {path} is not resolved (a shell parameter)"
+    if path.strip().startswith("<") and path.strip().endswith(">"):
+        return None, f"--model_name_or_path {path} is a placeholder the script leaves for you to fill in"
     text = _normalise(path)
     hd = (image_size_aux or 0) >= HD_IMAGE_SIZE_AUX or (image_grid or 1) > 1
     for pattern, _size, mgm, llava, plain in _BACKBONES:
@@ -77,5 +83,9 @@ def model_from_path(
             return str(folder / "config.json"), f"{folder / 'config.json'} (local config of --model_name_or_path)"
         if folder.is_file() and folder.suffix == ".json":
             return str(folder), f"{folder} (local config given as --model_name_or_path)"
+    if _HUB_ID.match(path.strip()) and not path.strip().startswith("."):
+        return None, (f"--model_name_or_path {path} is a Hugging Face id with no built-in preset (vramplan models "
+                      f"lists them); pass --model {path.strip()} to read its config.json from the Hub (needs "
+                      "pip install 'vramplan[hf]' and network), or --model PRESET, or --model path/to/config.json")
     return None, (f"--model_name_or_path {path} names no known preset and no local config.json was found "
                   f"(looked in {', '.join(str(d) for d in search_dirs) or 'the current folder'})")

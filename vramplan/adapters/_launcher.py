@@ -8,8 +8,10 @@ and the process count each launcher starts, following:
   "this node only"; ``CUDA_VISIBLE_DEVICES`` is honoured only without a hostfile and without any of
   ``--include``/``--exclude``/``--num_gpus``/``--num_nodes`` (otherwise the runner ignores it);
 - torchrun (``--nproc_per_node`` x ``--nnodes``), accelerate (``--num_processes``/``--num_machines``,
-  ``--gpu_ids``), and plain python (one process).
-Imports only the standard library and the flag tables.
+  ``--gpu_ids``, the same keys in its ``--config_file`` YAML, read by ``read_accelerate_config``),
+  ``llamafactory-cli train`` (torchrun over ``NPROC_PER_NODE`` or the visible GPUs, ``NNODES`` nodes),
+  and plain python (one process).
+Imports the standard library, PyYAML (for accelerate configs) and the flag tables.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ from ._launch_flags import (
 _SKIP_PREFIXES = ("nohup", "time", "exec", "sudo", "stdbuf")
 _PYTHON = re.compile(r"^(.*/)?python(\d+(\.\d+)?)?$")
 _TORCH_LAUNCH_MODULES = ("torch.distributed.run", "torch.distributed.launch")
+_LLAMA_FACTORY_CLIS = ("llamafactory-cli", "lmf")
+_ACCELERATE_DISTRIBUTED_TYPES = {"DEEPSPEED": "use_deepspeed", "FSDP": "use_fsdp", "MULTI_GPU": "multi_gpu"}
+_ACCELERATE_SECTION_KEYS = {
+    "deepspeed_config": ("zero_stage", "offload_optimizer_device", "offload_param_device",
+                         "gradient_accumulation_steps", "deepspeed_config_file", "zero3_init_flag",
+                         "zero3_save_16bit_model"),
+    "fsdp_config": ("fsdp_sharding_strategy", "fsdp_offload_params", "fsdp_version"),
+}
+"""Keys of an accelerate config's sections that become launcher options (same names as the CLI options)."""
 
 
 def _canonical(name: str) -> str:
@@ -94,6 +105,8 @@ def split_launcher(words: list[str]) -> tuple[str, dict[str, str], str, bool, li
     if head == "accelerate" and len(w) > 1 and w[1] == "launch":
         opts, k = _options(w[2:], frozenset(), ACCELERATE_FLAG_OPTIONS, default_takes_value=True)
         return _entry("accelerate", opts, w[2 + k:])
+    if head in _LLAMA_FACTORY_CLIS and len(w) > 1 and w[1] == "train":
+        return "llamafactory", {}, "llamafactory-cli train", False, w[2:]
     if _PYTHON.match(w[0]):
         module = None
         k = 1
@@ -123,6 +136,46 @@ def split_launcher(words: list[str]) -> tuple[str, dict[str, str], str, bool, li
     if w[0].endswith(".py") and len(w) > 1:
         return "python", {}, w[0], False, w[1:]
     return None
+
+
+def read_accelerate_config(path: Path) -> dict[str, str]:
+    """``accelerate launch --config_file`` YAML -> launcher options under the CLI's names.
+
+    ``distributed_type: DEEPSPEED`` becomes ``use_deepspeed``, ``FSDP`` ``use_fsdp``; the
+    ``deepspeed_config``/``fsdp_config`` keys that move memory (``zero_stage``, offload devices, a
+    ``deepspeed_config_file``, the FSDP sharding strategy) and ``num_processes``, ``num_machines``,
+    ``gpu_ids``, ``mixed_precision`` keep their names. Options on the command line override these.
+    """
+    import yaml
+
+    from ..core.errors import VramplanError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VramplanError(f"{path}: cannot read the accelerate config ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise VramplanError(f"{where}: invalid YAML in the accelerate config: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, Mapping):
+        raise VramplanError(f"{path}: an accelerate config must be a YAML mapping (accelerate config writes one)")
+
+    def text(value: object) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    opts: dict[str, str] = {}
+    for key in ("num_processes", "num_machines", "gpu_ids", "mixed_precision"):
+        if data.get(key) is not None:
+            opts[key] = text(data[key])
+    kind = str(data.get("distributed_type", "")).upper()
+    if kind in _ACCELERATE_DISTRIBUTED_TYPES:
+        opts[_ACCELERATE_DISTRIBUTED_TYPES[kind]] = "true"
+    for section_name, keys in _ACCELERATE_SECTION_KEYS.items():
+        block = data.get(section_name)
+        if isinstance(block, Mapping):
+            opts.update({key: text(block[key]) for key in keys if block.get(key) is not None})
+    return opts
 
 
 def _entry(launcher: str, opts: dict[str, str], rest: list[str]) -> tuple[str, dict[str, str], str, bool, list[str]] | None:
@@ -208,9 +261,18 @@ def world_from_launcher(
         if opts.get("gpu_ids") and opts["gpu_ids"] != "all":
             ids = [g for g in opts["gpu_ids"].split(",") if g.strip()]
             return World(len(ids), machines, f"--gpu_ids {opts['gpu_ids']}")
-        if "config_file" in opts:
-            warnings.append(f"accelerate config {opts['config_file']} is not read; the GPU count comes from --gpus")
+        if visible:  # accelerate's default num_processes is torch.cuda.device_count(), which honours it
+            return World(len(visible), machines, f"CUDA_VISIBLE_DEVICES={','.join(visible)}")
         return World(None, machines, "accelerate default (all GPUs)")
+    if launcher == "llamafactory":
+        nnodes = env.get("NNODES", "1")
+        nodes = int(nnodes) if nnodes.isdigit() else None
+        nproc = env.get("NPROC_PER_NODE", "")
+        if nproc.isdigit():
+            return World(int(nproc), nodes, f"NPROC_PER_NODE={nproc}")
+        if visible:
+            return World(len(visible), nodes, f"CUDA_VISIBLE_DEVICES={','.join(visible)}")
+        return World(None, nodes, "llamafactory-cli default (every visible GPU)")
     return World(1, 1, "single process (python)")
 
 

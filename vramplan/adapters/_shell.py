@@ -1,22 +1,31 @@
 """A small, safe subset of POSIX shell: split a script into simple commands with variables expanded.
 
 Owns: line continuations (backslash-newline), comments, single/double quotes, backslash escapes,
-command separators (newline, ``;``, ``&&``, ``||``, ``|``, ``&``), ``VAR=value`` / ``export VAR=value``
-assignments, and parameter expansion ``$VAR``, ``${VAR}``, ``${VAR:-x}``, ``${VAR-x}``, ``${VAR:=x}``,
-``${VAR:+x}`` (unquoted expansions are split into words). Nothing is executed: command substitution
-``$(...)``, backticks and unknown positional parameters stay literal and are reported as unresolved.
-The lexer reads one command at a time, so each command sees the assignments made before it.
-Imports only the standard library.
+command separators (newline, ``;``, ``&&``, ``||``, ``|``, ``&``), redirections (``> log``, ``2>&1``,
+``&> log``, ``< in``: dropped with their target, so they never become flag values), ``VAR=value`` /
+``export VAR=value`` assignments, parameter expansion ``$VAR``, ``${VAR}``, ``${VAR:-x}``, ``${VAR-x}``,
+``${VAR:=x}``, ``${VAR:+x}`` (unquoted expansions are split into words), integer arithmetic
+``$((a / b * 2))`` over known variables, the reserved words that start a command inside a loop or an
+``if`` (``do deepspeed ...``, ``then torchrun ...``), ``for VAR in a b c`` (the body is read once, with
+``VAR=a``), and ``cd``/``pushd`` (the folder each command runs in, for relative paths). Nothing is executed: command substitution ``$(...)``, backticks and unknown
+positional parameters stay literal (one word each) and are reported as unresolved. The lexer reads one
+command at a time, so each command sees the assignments made before it. Imports only the standard library.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
 _BRACED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*|\d+)(?:(:?[-=+])(.*))?$", re.DOTALL)
+_REDIRECT_OP = re.compile(r"&>>|&>|>>|>&|>\||<<<|<<-|<<|<&|<>|>|<")
+_FD_DUP_TARGET = re.compile(r"\d+-?|-")
+_ARITH_TOKEN = re.compile(r"\s*(\d+|\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|[A-Za-z_][A-Za-z0-9_]*|[-+*/%()])")
+COMMAND_PREFIX_WORDS = frozenset({"do", "then", "else", "elif", "if", "while", "until", "{", "!"})
+"""Reserved words that may stand before a simple command on the same line (``for ...; do deepspeed ...``)."""
 
 
 @dataclass
@@ -32,6 +41,8 @@ class Command:
     """``VAR=value`` words before the command name (environment of this command only)."""
     unresolved: list[str] = field(default_factory=list)
     """Expansions that could not be resolved (``$1``, ``$(...)``, unset variables)."""
+    workdir: str | None = None
+    """Folder the command runs in after the script's ``cd`` commands (``ShellState.workdir``)."""
 
 
 @dataclass
@@ -40,6 +51,111 @@ class ShellState:
 
     variables: dict[str, str] = field(default_factory=dict)
     exported: set[str] = field(default_factory=set)
+    script_dir: str | None = None
+    """Absolute folder of the script (what ``cd "$(dirname "$0")"`` changes to), when known."""
+    workdir: str | None = None
+    """Where ``cd`` has moved: None (the folder the script is started from, unknown), a path relative to
+    it (``cd finetune`` -> ``finetune``), or an absolute path."""
+
+    def change_dir(self, target: str | None) -> None:
+        """Apply ``cd target``: relative targets stack on the current folder; unknown ones reset it to None."""
+        if target is None or not target.strip() or target == "-" or target.startswith("~"):
+            self.workdir = None
+            return
+        if "dirname" in target and "$0" in target:  # cd "$(dirname "$0")", cd `dirname $0`
+            self.workdir = self.script_dir
+            return
+        if "$" in target or "`" in target:
+            self.workdir = None
+            return
+        if posixpath.isabs(target):
+            self.workdir = posixpath.normpath(target)
+        else:
+            self.workdir = posixpath.normpath(posixpath.join(self.workdir or "", target))
+
+
+class _ArithmeticError(Exception):
+    """An ``$((...))`` expression that cannot be evaluated statically."""
+
+
+def evaluate_arithmetic(expression: str, variables: dict[str, str]) -> int | None:
+    """``$((expression))`` with integers, known variables, ``+ - * / %`` and parentheses; None otherwise.
+
+    Division truncates toward zero as in bash. An unset or non-integer variable makes the whole
+    expression unknown (None) rather than bash's silent 0, so the caller reports it as unresolved.
+    """
+    tokens: list[str] = []
+    pos = 0
+    text = expression.rstrip()
+    while pos < len(text):
+        m = _ARITH_TOKEN.match(text, pos)
+        if m is None:
+            return None
+        tokens.append(m.group(1))
+        pos = m.end()
+    values: list[int | str] = []
+    for tok in tokens:
+        if tok[0].isdigit():
+            values.append(int(tok))
+        elif tok[0] == "$" or tok[0].isalpha() or tok[0] == "_":
+            name = tok.strip("${}")
+            raw = variables.get(name, "").strip()
+            if not re.fullmatch(r"-?\d+", raw):
+                return None
+            values.append(int(raw))
+        else:
+            values.append(tok)
+    k = 0
+
+    def peek() -> int | str | None:
+        return values[k] if k < len(values) else None
+
+    def take() -> int | str:
+        nonlocal k
+        if k >= len(values):
+            raise _ArithmeticError
+        k += 1
+        return values[k - 1]
+
+    def factor() -> int:
+        tok = take()
+        if tok == "-":
+            return -factor()
+        if tok == "+":
+            return factor()
+        if tok == "(":
+            value = expr()
+            if take() != ")":
+                raise _ArithmeticError
+            return value
+        if isinstance(tok, int):
+            return tok
+        raise _ArithmeticError
+
+    def term() -> int:
+        value = factor()
+        while peek() in ("*", "/", "%"):
+            op, rhs = take(), factor()
+            if op == "*":
+                value *= rhs
+                continue
+            if rhs == 0:
+                raise _ArithmeticError
+            quotient = abs(value) // abs(rhs) * (1 if (value >= 0) == (rhs >= 0) else -1)
+            value = quotient if op == "/" else value - quotient * rhs
+        return value
+
+    def expr() -> int:
+        value = term()
+        while peek() in ("+", "-"):
+            value = value + term() if take() == "+" else value - term()
+        return value
+
+    try:
+        result = expr()
+    except _ArithmeticError:
+        return None
+    return result if k == len(values) else None
 
 
 Part = tuple[str, bool]
@@ -53,14 +169,25 @@ class _Lexer:
         self.line = 1
         self.state = state
         self.unresolved: list[str] = []
+        self.last_expansion_literal = False
+        """Whether the last ``_expand`` left its text literal (``$(...)``): one word, never split."""
 
     def _at(self, offset: int = 0) -> str:
         j = self.i + offset
         return self.text[j] if j < len(self.text) else ""
 
+    def _kept_literal(self, value: str) -> str:
+        """A variable's value; one that holds an unevaluated ``$(...)``/backticks stays one word, unresolved."""
+        text = value.strip()
+        if (text.startswith("$(") and text.endswith(")")) or (len(text) > 1 and text[0] == text[-1] == "`"):
+            self.last_expansion_literal = True
+            self.unresolved.append(text)
+        return value
+
     def _expand(self) -> str:
         """Expand the ``$...`` at ``self.i``."""
         self.i += 1
+        self.last_expansion_literal = False
         c = self._at()
         if c == "{":
             end = self.text.find("}", self.i)
@@ -87,7 +214,7 @@ class _Lexer:
             if value is None:
                 self.unresolved.append("${" + name + "}")
                 return "${" + name + "}"
-            return value
+            return self._kept_literal(value)
         if c == "(":
             depth, j = 0, self.i
             while j < len(self.text):
@@ -97,7 +224,12 @@ class _Lexer:
                 j += 1
             literal = "$" + self.text[self.i : j + 1]
             self.i = j + 1
+            if literal.startswith("$((") and literal.endswith("))"):
+                number = evaluate_arithmetic(literal[3:-2], self.state.variables)
+                if number is not None:
+                    return str(number)
             self.unresolved.append(literal)
+            self.last_expansion_literal = True
             return literal
         m = _NAME.match(self.text, self.i)
         if m:
@@ -106,7 +238,7 @@ class _Lexer:
             if value is None:
                 self.unresolved.append("$" + m.group(0))
                 return "$" + m.group(0)
-            return value
+            return self._kept_literal(value)
         if c and (c.isdigit() or c in "@*#?$!"):
             self.i += 1
             self.unresolved.append("$" + c)
@@ -140,13 +272,17 @@ class _Lexer:
         words: list[tuple[list[Part], int]] = []
         parts: list[Part] = []
         in_word = False
+        drop_next_word = False  # the target of a redirection (``> train.log``)
         word_line = self.line
         text = self.text
 
         def flush() -> None:
-            nonlocal parts, in_word
+            nonlocal parts, in_word, drop_next_word
             if in_word:
-                words.append((parts, word_line))
+                if drop_next_word:
+                    drop_next_word = False
+                else:
+                    words.append((parts, word_line))
             parts, in_word = [], False
 
         while self.i < len(text):
@@ -169,6 +305,20 @@ class _Lexer:
                 while self.i < len(text) and text[self.i] != "\n":
                     self.i += 1
                 continue
+            if c in "<>" or (c == "&" and self._at(1) == ">"):
+                if in_word and parts and all(not split and piece.isdigit() for piece, split in parts):
+                    parts, in_word = [], False  # the ``2`` of ``2>&1`` is a file descriptor, not a word
+                flush()
+                m = _REDIRECT_OP.match(text, self.i)
+                assert m is not None
+                self.i = m.end()
+                if m.group(0).endswith("&"):  # 2>&1, >&2, <&0: duplicates a descriptor, no file word
+                    dup = _FD_DUP_TARGET.match(text, self.i)
+                    if dup is not None:
+                        self.i = dup.end()
+                else:
+                    drop_next_word = True
+                continue
             if c in ";|&":
                 flush()
                 self.i += 2 if text[self.i : self.i + 2] in ("&&", "||") else 1
@@ -188,7 +338,8 @@ class _Lexer:
                 parts.append((self._at(1), False))
                 self.i += 2
             elif c == "$":
-                parts.append((self._expand(), True))
+                expanded = self._expand()
+                parts.append((expanded, not self.last_expansion_literal))
             elif c == "`":
                 end = text.find("`", self.i + 1)
                 end = len(text) if end < 0 else end
@@ -251,6 +402,13 @@ def split_commands(text: str, state: ShellState) -> list[Command]:
                 lines.append(line)
         if not words:
             continue
+        while words and (words[0] in COMMAND_PREFIX_WORDS or words[0].startswith("(") and not _ASSIGN.match(words[0])):
+            if words[0].startswith("(") and words[0] != "(":
+                words[0] = words[0][1:]  # "(cd dir && deepspeed ...)": a subshell
+                continue
+            words, lines = words[1:], lines[1:]
+        if not words:
+            continue
         prefix: dict[str, str] = {}
         k = 0
         while k < len(words) and _ASSIGN.match(words[k]):
@@ -275,8 +433,19 @@ def split_commands(text: str, state: ShellState) -> list[Command]:
             for name in rest[1:]:
                 state.variables.pop(name, None)
             continue
+        if rest[0] == "for" and len(rest) > 3 and rest[2] == "in" and _NAME.fullmatch(rest[1]):
+            if "$" not in rest[3] and "`" not in rest[3]:  # the loop body is read once, with the first value
+                state.variables[rest[1]] = rest[3]
+            continue
+        if rest[0] in ("cd", "pushd"):
+            targets = [w for w in rest[1:] if not w.startswith("-") or w == "-"]
+            state.change_dir(targets[0] if targets else None)
+            continue
+        if rest[0] == "popd":
+            state.change_dir(None)
+            continue
         commands.append(Command(
             words=rest, line=lines[k], end_line=max(lines[-1], end_line if lexed else lines[-1]),
-            prefix_env=prefix, unresolved=lexer.unresolved[start_unresolved:],
+            prefix_env=prefix, unresolved=lexer.unresolved[start_unresolved:], workdir=state.workdir,
         ))
     return commands

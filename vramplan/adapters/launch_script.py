@@ -19,12 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import ScenarioError, VramplanError
-from ._launch_flags import KNOWN_TRAINING_FLAGS, SEQ_LEN_FLAGS
-from ._launcher import split_launcher, world_from_launcher
+from ._launch_flags import (
+    GRAD_CKPT_FLAGS,
+    KNOWN_TRAINING_FLAGS,
+    MODEL_PATH_FLAGS,
+    SEQ_LEN_FLAGS,
+)
+from ._launcher import read_accelerate_config, split_launcher, world_from_launcher
 from ._shell import ShellState, split_commands
 
 LAUNCHERS_LOOKED_FOR = ("deepspeed", "torchrun", "accelerate launch", "python -m torch.distributed.run/launch",
-                        "python -m <module>", "python <script>.py")
+                        "python -m <module>", "python <script>.py", "llamafactory-cli train")
+TRAINING_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+"""A training script's first positional argument with one of these suffixes is its config file
+(HfArgumentParser ``parse_yaml_file``/``parse_json_file``: LLaMA-Factory, alignment-handbook, HF examples)."""
 TRAINING_HINT_FLAGS = ("per_device_train_batch_size", "deepspeed", "model_name_or_path", "output_dir",
                        "gradient_accumulation_steps")
 
@@ -72,6 +80,14 @@ class LaunchSpec:
     text: str = ""
     """The whole script text (used to write a corrected copy)."""
     base_dir: str | None = None
+    workdir: str | None = None
+    """Where the script's ``cd`` commands moved before this command (``_shell.ShellState.workdir``)."""
+    training_config: str | None = None
+    """The YAML/JSON config file the training script reads its flags from, as written (its keys are in
+    ``args``; flags on the command line win)."""
+    config_keys: tuple[str, ...] = ()
+    """Keys of ``args`` whose value comes from ``training_config`` (not overridden on the command line):
+    a correction of these belongs in that file, not on the command line."""
 
     # -- typed flag access -------------------------------------------------------------------------
     def flag(self, name: str, default: str | None = None) -> str | None:
@@ -105,25 +121,74 @@ class LaunchSpec:
 
     @property
     def micro_batch(self) -> int:
-        """``--per_device_train_batch_size`` (HF default 8)."""
-        return self.int_flag("per_device_train_batch_size") or self.int_flag("per_gpu_train_batch_size") or 8
+        """``--per_device_train_batch_size`` (alpaca-lora: ``--micro_batch_size``; HF default 8)."""
+        return (self.int_flag("per_device_train_batch_size") or self.int_flag("per_gpu_train_batch_size")
+                or self.int_flag("micro_batch_size") or 8)
 
     @property
     def grad_accum(self) -> int:
-        """``--gradient_accumulation_steps`` (default 1)."""
-        return self.int_flag("gradient_accumulation_steps") or 1
+        """``--gradient_accumulation_steps`` (default 1), for the launcher's own process count."""
+        return self.grad_accum_for(self.world_size)
+
+    def grad_accum_for(self, world: int | None) -> int:
+        """Gradient accumulation with ``world`` processes.
+
+        ``--gradient_accumulation_steps`` when given; otherwise alpaca-lora's ``finetune.py`` rule when it
+        passes a global ``--batch_size`` and a ``--micro_batch_size``: ``batch_size // micro_batch_size``,
+        divided by the world size under DDP; else 1.
+        """
+        steps = self.int_flag("gradient_accumulation_steps")
+        if steps:
+            return steps
+        batch, micro = self.int_flag("batch_size"), self.int_flag("micro_batch_size")
+        if batch and micro and "per_device_train_batch_size" not in self.args:
+            return max(1, batch // micro // max(1, world or 1))
+        return 1
+
+    @property
+    def accelerate_mixed_precision(self) -> str:
+        """``no``/``fp16``/``bf16`` from ``accelerate launch --mixed_precision`` or its config file
+        (the ``ACCELERATE_MIXED_PRECISION`` the run sees); ``no`` for other launchers."""
+        value = self.launcher_args.get("mixed_precision") if self.launcher == "accelerate" else None
+        value = value or self.env.get("ACCELERATE_MIXED_PRECISION", "no")
+        return str(value).strip().strip("'\"").lower()
 
     @property
     def bf16(self) -> bool:
-        return self.bool_flag("bf16")
+        """``--bf16``; with neither ``--bf16`` nor ``--fp16`` on, accelerate's mixed precision (HF
+        TrainingArguments falls back to ``ACCELERATE_MIXED_PRECISION``)."""
+        if self.bool_flag("bf16"):
+            return True
+        return not self.bool_flag("fp16") and self.accelerate_mixed_precision == "bf16"
 
     @property
     def fp16(self) -> bool:
-        return self.bool_flag("fp16")
+        """``--fp16``; else accelerate's mixed precision when neither precision flag is on (see ``bf16``)."""
+        if self.bool_flag("fp16"):
+            return True
+        return not self.bool_flag("bf16") and self.accelerate_mixed_precision == "fp16"
+
+    @property
+    def is_llama_factory(self) -> bool:
+        """LLaMA-Factory's trainer (``llamafactory-cli train``, ``src/train.py`` with its flags)."""
+        return "llamafactory" in self.entry.replace("_", "").lower() or (
+            "finetuning_type" in self.args or ("stage" in self.args and "template" in self.args))
 
     @property
     def gradient_checkpointing(self) -> bool:
-        return self.bool_flag("gradient_checkpointing")
+        """``--gradient_checkpointing`` (InternVL: ``--grad_checkpoint``). LLaMA-Factory turns it on
+        unless ``disable_gradient_checkpointing`` (its ``model_args`` default)."""
+        for name in GRAD_CKPT_FLAGS:
+            if name in self.args:
+                return self.bool_flag(name)
+        if self.is_llama_factory:
+            return not self.bool_flag("disable_gradient_checkpointing")
+        return False
+
+    @property
+    def model_path(self) -> str | None:
+        """``--model_name_or_path`` (alpaca-lora: ``--base_model``)."""
+        return next((self.args[name] for name in MODEL_PATH_FLAGS if name in self.args), None)
 
     @property
     def seq_len(self) -> int | None:
@@ -158,15 +223,24 @@ def search_dirs(base_dir: str | Path | None) -> list[Path]:
     return dirs
 
 
-def resolve_path(path: str, base_dir: str | Path | None) -> Path | None:
-    """``path`` as an existing file (absolute, or under one of ``search_dirs``), else None."""
+def resolve_path(path: str, base_dir: str | Path | None, workdir: str | None = None) -> Path | None:
+    """``path`` as an existing file (absolute, or under one of ``search_dirs``), else None.
+
+    ``workdir`` is where the script's ``cd`` commands moved before the command (``cd finetune``):
+    an absolute folder is tried first; a relative one is tried under each search folder before the
+    folder itself.
+    """
     p = Path(os.path.expanduser(path))
     if p.is_absolute():
         return p if p.exists() else None
+    candidates: list[Path] = []
+    if workdir and Path(workdir).is_absolute():
+        candidates.append(Path(workdir) / p)
     for d in search_dirs(base_dir):
-        if (d / p).exists():
-            return d / p
-    return None
+        if workdir and not Path(workdir).is_absolute():
+            candidates.append(d / workdir / p)
+        candidates.append(d / p)
+    return next((c for c in candidates if c.exists()), None)
 
 
 def _parse_training_args(words: list[str]) -> tuple[dict[str, str], list[str], list[str]]:
@@ -198,11 +272,65 @@ def _parse_training_args(words: list[str]) -> tuple[dict[str, str], list[str], l
     return args, order, unknown
 
 
+def _config_value_as_flag(value: object) -> str:
+    """A YAML/JSON value as the string a command line would carry (``true`` -> ``True``, lists joined by ``,``)."""
+    import json
+
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return json.dumps(value)
+    return str(value)
+
+
+def read_training_config(path: Path) -> dict[str, str]:
+    """Flags from a training config file (flat YAML or JSON mapping, as HfArgumentParser reads it)."""
+    import json
+
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VramplanError(f"{path}: cannot read the training config ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise VramplanError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise VramplanError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise VramplanError(f"{path}: a training config must be a mapping of flag: value, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): _config_value_as_flag(v) for k, v in data.items() if v is not None}
+
+
+def _training_config_word(words: list[str]) -> tuple[str | None, list[str]]:
+    """(config file named by the first positional word or ``--config FILE``, the other words)."""
+    if words and not words[0].startswith("-") and words[0].lower().endswith(TRAINING_CONFIG_SUFFIXES):
+        return words[0], words[1:]
+    for k, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if name != "--config":
+            continue
+        if eq and value.lower().endswith(TRAINING_CONFIG_SUFFIXES):
+            return value, words[:k] + words[k + 1:]
+        if not eq and k + 1 < len(words) and words[k + 1].lower().endswith(TRAINING_CONFIG_SUFFIXES):
+            return words[k + 1], words[:k] + words[k + 2:]
+    return None, words
+
+
 def parse_launch_commands(
     text: str, *, base_dir: str | Path | None = None, env: Mapping[str, str] | None = None, source: str = "script"
 ) -> list[LaunchSpec]:
     """Every launcher command of ``text`` (usually one; MGM's ``stage_1_2_*`` scripts hold two)."""
-    state = ShellState(variables=dict(env or {}), exported=set(env or {}))
+    state = ShellState(variables=dict(env or {}), exported=set(env or {}),
+                       script_dir=str(Path(base_dir).resolve()) if base_dir is not None else None)
     found = []
     for cmd in split_commands(text, state):
         parsed = split_launcher(cmd.words)
@@ -219,15 +347,42 @@ def parse_launch_commands(
     specs: list[LaunchSpec] = []
     for index, (cmd, parsed, cmd_env) in enumerate(found, start=1):
         launcher, largs, entry, is_module, script_words = parsed
-        args, order, unknown = _parse_training_args(script_words)
         warnings: list[str] = []
-        world = world_from_launcher(launcher, largs, cmd_env, lambda p: resolve_path(p, base_dir), warnings)
+        workdir = cmd.workdir
+
+        def resolve(path: str, workdir: str | None = workdir) -> Path | None:
+            return resolve_path(path, base_dir, workdir)
+
+        config_written, script_words = _training_config_word(script_words)
+        config_keys: tuple[str, ...] = ()
+        args, order, unknown = _parse_training_args(script_words)
+        if config_written is not None:
+            config_path = resolve(config_written) if "$" not in config_written else None
+            if config_path is None:
+                warnings.append(f"training config {config_written} not found (looked in "
+                                f"{', '.join(str(d) for d in search_dirs(base_dir))}): the flags it sets are unknown "
+                                "and HF defaults are assumed for them (micro-batch 8, no bf16/fp16, no gradient "
+                                "checkpointing); run doctor where the file is, or pass --model and check the numbers")
+            else:
+                from_file = read_training_config(config_path)
+                config_keys = tuple(k for k in from_file if k not in args)
+                args = {**from_file, **args}
+                order = list(dict.fromkeys([*from_file, *order]))
+                unknown = [*(f"--{k}" for k in from_file if k not in KNOWN_TRAINING_FLAGS), *unknown]
+        if launcher == "accelerate" and largs.get("config_file"):
+            config_path = resolve(largs["config_file"]) if "$" not in largs["config_file"] else None
+            if config_path is None:
+                warnings.append(f"accelerate config {largs['config_file']} not found: its process count, precision and "
+                                "DeepSpeed/FSDP settings are unknown; the GPU count comes from --gpus")
+            else:
+                largs = {**read_accelerate_config(config_path), **largs}
+        world = world_from_launcher(launcher, largs, cmd_env, resolve, warnings)
         ds_written = args.get("deepspeed")
         if ds_written is not None and ds_written.strip().lower() in _TRUE:  # legacy --deepspeed --deepspeed_config X
             ds_written = args.get("deepspeed_config")
         if ds_written is None:
             ds_written = largs.get("deepspeed_config_file")
-        ds_path = resolve_path(ds_written, base_dir) if ds_written and "$" not in ds_written else None
+        ds_path = resolve(ds_written) if ds_written and "$" not in ds_written else None
         if ds_written and ds_path is None:
             warnings.append(f"DeepSpeed config {ds_written} not found (looked in "
                             f"{', '.join(str(d) for d in search_dirs(base_dir))}); pass it with --deepspeed")
@@ -239,7 +394,8 @@ def parse_launch_commands(
             deepspeed_config=ds_written, deepspeed_config_path=str(ds_path) if ds_path else None,
             line=cmd.line, end_line=cmd.end_line, command_index=index, num_commands=len(found),
             unresolved=tuple(dict.fromkeys(cmd.unresolved)), warnings=tuple(warnings), text=text,
-            base_dir=str(base_dir) if base_dir is not None else None,
+            base_dir=str(base_dir) if base_dir is not None else None, workdir=workdir,
+            training_config=config_written, config_keys=config_keys,
         ))
     return specs
 
@@ -263,7 +419,7 @@ def parse_launch_script(
             raise ScenarioError("--command", command, f"the script has {len(specs)} launcher command(s)",
                                 f"use 1..{len(specs)}")
         return specs[command - 1]
-    training = [s for s in specs if any(f in s.args for f in TRAINING_HINT_FLAGS)]
+    training = [s for s in specs if any(f in s.args for f in TRAINING_HINT_FLAGS) or s.training_config]
     return (training or specs)[-1]
 
 

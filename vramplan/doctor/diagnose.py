@@ -13,17 +13,36 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..adapters._launch_scenario import hardware_dict, launch_to_scenario_dict, model_reference
-from ..adapters.deepspeed_config import DeepSpeedSettings, parse_deepspeed_config, read_json_file
-from ..adapters.launch_script import LaunchSpec, parse_launch_script, read_launch_script, resolve_path, search_dirs
+from ..adapters._launch_scenario import (
+    cannot_tell_model,
+    hardware_dict,
+    launch_to_scenario_dict,
+    model_reference,
+)
+from ..adapters.deepspeed_config import (
+    DeepSpeedSettings,
+    parse_deepspeed_config,
+    read_json_file,
+)
+from ..adapters.launch_script import (
+    LaunchSpec,
+    parse_launch_script,
+    read_launch_script,
+    resolve_path,
+    search_dirs,
+)
 from ..adapters.scenario_file import scenario_from_dict
-from ..core.errors import VramplanError
+from ..core.errors import ScenarioError, VramplanError
 from ..core.estimate import estimate_scenario
 from .alternatives import alternatives as find_alternatives
 from .alternatives import assumed_host_ram
 from .prescribe import Option, Prescription, prescribe
 from .rules import run_rules
 from .types import DoctorContext, Finding, Severity
+
+FP32_ASSUMED_NOTE = ("precision: no --bf16/--fp16 flag (nor a DeepSpeed or accelerate setting) turns mixed precision "
+                     "on, so fp32 training is assumed as HF's Trainer does; if the training code sets it itself, add "
+                     "--bf16 True or --fp16 True to the script for this check")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +88,25 @@ class DoctorReport:
         return self.prescription.ranked + tuple(sorted(self.alternatives, key=Option.rank_key))
 
 
+ACCELERATE_DS_SOURCE = "accelerate --use_deepspeed options"
+"""``DeepSpeedSettings.source`` of a config built from accelerate's options (CLI or ``--config_file``)."""
+
+
 def _accelerate_ds_dict(largs: Mapping[str, str]) -> dict[str, Any]:
-    """A DeepSpeed dict from ``accelerate launch --use_deepspeed --zero_stage N ...`` options."""
-    zero: dict[str, Any] = {"stage": int(largs.get("zero_stage", "2") or 2)}
+    """The DeepSpeed dict accelerate's ``DeepSpeedPlugin`` builds from ``--use_deepspeed --zero_stage N ...``
+    (or the config file's ``deepspeed_config``): batch sizes "auto", buckets at DeepSpeed's defaults,
+    ``zero3_save_16bit_model`` as ``stage3_gather_16bit_weights_on_model_save``."""
+    stage = str(largs.get("zero_stage", "2") or "2").strip()
+    if stage not in ("0", "1", "2", "3"):
+        raise ScenarioError("accelerate zero_stage", stage, "must be 0, 1, 2 or 3")
+    zero: dict[str, Any] = {"stage": int(stage)}
     for key in ("offload_optimizer", "offload_param"):
         device = largs.get(f"{key}_device")
         if device and device != "none":
             zero[key] = {"device": device}
-    mp = largs.get("mixed_precision", "")
+    if "zero3_save_16bit_model" in largs:
+        zero["stage3_gather_16bit_weights_on_model_save"] = largs["zero3_save_16bit_model"].strip().lower() == "true"
+    mp = largs.get("mixed_precision", "").strip().strip("'\"").lower()
     return {
         "zero_optimization": zero,
         "train_micro_batch_size_per_gpu": "auto",
@@ -98,6 +128,9 @@ def _ds_source(launch: LaunchSpec, deepspeed: str | Path | Mapping[str, Any] | N
     if launch.deepspeed_config_path:
         return Path(launch.deepspeed_config_path)
     if launch.deepspeed_config:
+        if "$" in launch.deepspeed_config:
+            raise VramplanError(f"the script passes --deepspeed {launch.deepspeed_config}, a shell variable it does not "
+                                "set; pass the file with --deepspeed PATH")
         where = ", ".join(str(d) for d in search_dirs(launch.base_dir))
         raise VramplanError(f"the script passes --deepspeed {launch.deepspeed_config}, which was not found (looked in "
                             f"{where}); pass the file with --deepspeed PATH")
@@ -120,7 +153,7 @@ def build_context(
 
     found, how = (model, f"{model} (from --model)") if model else model_reference(launch)
     if found is None:
-        raise VramplanError(f"cannot tell the model: {how}; pass --model PRESET or a config.json")
+        raise VramplanError(cannot_tell_model(how))
     ref: str = found
     spec = load_model(ref)
     hw = hardware_dict(launch, gpus, nodes, host_ram)
@@ -131,9 +164,9 @@ def build_context(
         raw = source if isinstance(source, Mapping) else read_json_file(source)
         settings = parse_deepspeed_config(
             raw, hidden_size=spec.decoder.hidden_size, world_size=world, micro_batch=launch.micro_batch,
-            grad_accum=launch.grad_accum, bf16=launch.bf16, fp16=launch.fp16,
+            grad_accum=launch.grad_accum_for(world), bf16=launch.bf16, fp16=launch.fp16,
         )
-        ds = replace(settings, source=str(source) if not isinstance(source, Mapping) else "accelerate --use_deepspeed options")
+        ds = replace(settings, source=str(source) if not isinstance(source, Mapping) else ACCELERATE_DS_SOURCE)
     data = launch_to_scenario_dict(launch, ds, gpus=gpus, model=ref, host_ram=host_ram, nodes=nodes, is_vlm=spec.is_vlm)
     scn = scenario_from_dict(data, model=spec)
     assumed = scn.cluster.host_ram_bytes is None
@@ -141,6 +174,8 @@ def build_context(
         scn = replace(scn, cluster=replace(scn.cluster, host_ram_bytes=assumed_host_ram(scn.cluster.gpu, scn.cluster.gpus_per_node)))
     est = estimate_scenario(scn)
     notes = [w for w in launch.warnings if not (deepspeed is not None and w.startswith("DeepSpeed config"))]
+    if scn.train.precision.value == "fp32":
+        notes.append(FP32_ASSUMED_NOTE)
     if launch.unresolved:
         notes.append("unresolved in the script: " + ", ".join(launch.unresolved))
     return DoctorContext(scenario=scn, estimate=est, launch=launch, ds=ds, model_ref=ref, model_how=how,

@@ -3,8 +3,11 @@
 ``corrected_ds_config`` and ``corrected_script`` are pure (text in, text out): the chosen option's
 changes are applied last, after the safe fixes of the findings (those that do not move memory and do
 not touch the same keys). Only the analysed launcher command is edited: an existing ``--flag`` gets
-its new value in place, a new flag is appended to the command, environment changes become ``export``
-lines just before it, and a header comment lists every change and the predicted peak.
+its new value in place, a new flag is appended to the command (before a trailing ``> log``, ``2>&1``,
+``| tee`` or ``&``), environment changes become ``export`` lines just before it, and a header comment
+lists every change and the predicted peak. A flag that the training script reads from its YAML/JSON
+config file (LLaMA-Factory, alignment-handbook) is not put on the command line (those scripts do not
+all take command-line overrides): the header says to set it in that file.
 ``write_fix_files`` computes everything first, refuses to overwrite the originals (or to write into a
 non-empty folder without ``force``), then writes.
 """
@@ -83,6 +86,65 @@ def _quote(value: str) -> str:
     return value if re.fullmatch(r"[\w@%+=:,./-]+", value) else shlex.quote(value)
 
 
+_SHELL_TAIL = re.compile(r"""(?:^|(?<=\s))(?:\d*>>?|&>>?|\d*<|\||&|;)""")
+"""Where a command's redirections, pipes or separators begin (outside quotes): flags go before this."""
+
+
+def _shell_tail_start(line: str, start: int = 0) -> int | None:
+    """Index in ``line`` (at or after ``start``) where a redirection/pipe/``&``/``;`` starts, if any."""
+    quote = ""
+    k = start
+    while k < len(line):
+        ch = line[k]
+        if quote:
+            if ch == "\\" and quote == '"':
+                k += 2
+                continue
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (k == 0 or line[k - 1].isspace()):
+            return None
+        elif _SHELL_TAIL.match(line, k) and (k == 0 or line[k - 1].isspace()):
+            return k
+        k += 1
+    return None
+
+
+_FLAG_START = re.compile(r"(?<!\S)--\w")
+
+
+def _command_tail(lines: list[str], first: int, last: int) -> tuple[int, int] | None:
+    """(line, column) where the analysed command's trailing redirections/pipes begin: the first one after
+    its last ``--flag`` (so ``for ...; do deepspeed ...`` keeps its ``;`` in front)."""
+    flag_line, flag_col = first, 0
+    for i in range(first, last + 1):
+        starts = [m.start() for m in _FLAG_START.finditer(lines[i])]
+        if starts:
+            flag_line, flag_col = i, starts[-1]
+    for i in range(flag_line, last + 1):
+        k = _shell_tail_start(lines[i], flag_col if i == flag_line else 0)
+        if k is not None:
+            return i, k
+    return None
+
+
+def config_file_changes(changes: tuple[Change, ...], config_keys: tuple[str, ...], config_file: str | None) -> tuple[Change, ...]:
+    """Script changes of flags that come from the training config file, turned into notes to edit that file."""
+    if not config_file:
+        return changes
+    out: list[Change] = []
+    for c in changes:
+        if c.target == "script" and c.key in config_keys:
+            text = (f"remove {c.key} from {config_file}" if c.remove else
+                    f"set {c.key}: {c.value} in {config_file} (the training script reads it from there)")
+            out.append(Change("code", f"config:{c.key}", text))
+        else:
+            out.append(c)
+    return tuple(out)
+
+
 def corrected_script(text: str, line: int, end_line: int, changes: tuple[Change, ...], header: list[str]) -> str:
     """``text`` with the command on lines ``line``..``end_line`` (1-based) edited (module docstring)."""
     lines = text.split("\n")
@@ -104,6 +166,16 @@ def corrected_script(text: str, line: int, end_line: int, changes: tuple[Change,
                 lines[i] = new
         if not found and not c.remove:
             appended.append(f"--{c.key} {_quote(str(c.value))}")
+    tail_at = _command_tail(lines, first, last)
+    if appended and tail_at is not None:
+        i, k = tail_at
+        if lines[i][:k].strip() in ("", "\\"):  # "    > train.log 2>&1 &" on its own line: new lines before it
+            leading = re.match(r"^[ \t]*", lines[i])
+            indent = (leading.group(0) if leading else "") or "    "
+            lines[i:i] = [indent + a + " \\" for a in appended]
+        else:
+            lines[i] = lines[i][:k].rstrip() + " " + " ".join(appended) + " " + lines[i][k:]
+        appended = []
     if appended:
         leading = re.match(r"^[ \t]*", lines[last])
         indent = (leading.group(0) if leading and last > first else "") or "    "
@@ -167,6 +239,7 @@ def write_fix_files(report: DoctorReport, fix_dir: str | Path, *, choice: int | 
     if config is not None:
         changes = tuple(c for c in changes if not (c.target == "script" and c.key == "deepspeed")) + (
             Change("script", "deepspeed", str(ds_target.resolve())),)
+    changes = config_file_changes(changes, launch.config_keys, launch.training_config)
     source = report.script_path or "--args"
     text = launch.text if report.script_path else "#!/bin/bash\n" + launch.text.strip() + "\n"
     offset = 0 if report.script_path else 1

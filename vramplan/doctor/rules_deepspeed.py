@@ -6,6 +6,7 @@ fractional integers, TrainingArguments mismatches, precision flags. Pure.
 
 from __future__ import annotations
 
+from ..adapters._json_tools import is_auto
 from ..core.scenario import Precision
 from . import evidence as ev
 from ._registry import gib, rule
@@ -168,6 +169,13 @@ def mismatches(ctx: DoctorContext, r: Rule) -> Finding | None:
         key = m.split()[1].split("=")[0]
         if key not in keys:
             keys.append(key)
+    if ds.source.startswith("accelerate"):  # no JSON to edit: the value comes from the accelerate config
+        written = [k for k in keys if k in ds.raw and not is_auto(ds.raw[k])]
+        by_hand = tuple(Change("code", f"accelerate:{k}", f"remove deepspeed_config.{k} from the accelerate config "
+                               f"(or pass the same value as --{k} to the training script)") for k in written or keys)
+        in_written_json = tuple(Change("ds_config", k, "auto") for k in keys)  # what --fix-dir's ds_config.json holds
+        return r.finding("; ".join(ds.mismatches) + ".",
+                         Fix("let HF fill them from the training flags", by_hand + in_written_json))
     return r.finding("; ".join(ds.mismatches) + ".",
                      Fix("set these keys to \"auto\" so HF fills them", tuple(Change("ds_config", k, "auto") for k in keys)))
 
