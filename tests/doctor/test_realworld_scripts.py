@@ -318,3 +318,13 @@ def test_cli_exit_codes_and_one_line_errors(script, extra, code, capsys):
     assert "Traceback" not in err
     if code == 2:
         assert err.count("\n") == 1 and err.startswith("vramplan: error: ")
+
+
+def test_fix_list_header_names_the_method_it_keeps():
+    from vramplan.report.doctor_text import render_doctor
+
+    lora = render_doctor(run_doctor(script=QWEN_LORA, gpus="2xrtx3090", model="qwen2.5-7b"))
+    assert "Fixes that keep your training method (lora) on 2x" in lora
+    assert "Fixes that keep full fine-tuning" not in lora
+    full = render_doctor(run_doctor(script=MINICPM_FULL, gpus="4xrtx4090", model="qwen2.5-7b"))
+    assert "Fixes that keep full fine-tuning on 4x" in full

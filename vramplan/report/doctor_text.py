@@ -85,7 +85,9 @@ def _fixes(report: DoctorReport) -> list[str]:
     usable = ctx.estimate.usable_bytes
     p = report.prescription
     ranked = p.ranked
-    lines = [(f"Fixes that keep full fine-tuning on {cluster.world_size}x {cluster.gpu.display_name} "
+    method = ctx.scenario.train.method.value
+    kept = "full fine-tuning" if method == "full" else f"your training method ({method})"
+    lines = [(f"Fixes that keep {kept} on {cluster.world_size}x {cluster.gpu.display_name} "
               f"(predicted peak per GPU; usable {gib(usable)}; FITS / OOM / HOST = GPU fits but host RAM does not):")]
     if not ranked:
         lines.append("  none applicable")
