@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from vramplan import api
+
 pytest.importorskip("flask", reason='the web page needs the "web" extra (pip install "vramplan[web]")')
 
 from vramplan.registry import load_preset
@@ -133,6 +135,30 @@ def test_doctor_on_the_mgm_script(client) -> None:  # type: ignore[no-untyped-de
     assert data["fix"]["device_used_bytes"] < 23.65 * 1024**3
     assert "HW001" in data["findings"]  # RTX 40xx without NCCL_P2P_DISABLE
     assert 'data-verdict="FIX"' in data["html"]
+    files = data["fix_files"]
+    assert sorted(files) == ["ds_config.json", "launch.sh"]
+    assert "--deepspeed ds_config.json" in files["launch.sh"]  # next to the script, not a server path
+    assert f"{data['fix']['device_used_bytes'] / 1024**3:.2f} GiB" in files["launch.sh"]  # the header's prediction
+    assert json.loads(files["ds_config.json"])["zero_optimization"]["stage"] in (2, 3)
+
+
+def test_doctor_with_an_uploaded_config_json(client) -> None:  # type: ignore[no-untyped-def]
+    from vramplan.registry._data import read_json
+
+    config = json.dumps(read_json("models", "llama-3.1-8b.json"))
+    script = ("torchrun --nproc_per_node 2 train.py --model_name_or_path ./my-llama --bf16 True "
+              "--per_device_train_batch_size 16 --model_max_length 4096 --gradient_checkpointing False")
+    resp = client.post("/api/doctor", json={"config_json": config, "config_name": "my-llama", "gpu": "rtx4090",
+                                            "gpus_per_node": 2, "script": script})
+    assert resp.status_code == 200, resp.data
+    data = resp.get_json()
+    assert data["verdict"] == "OOM"  # full fine-tuning of 8B on two 24 GB cards
+    assert "my-llama" in data["html"]
+    cli = api.estimate_from_dict({"model": "llama-3.1-8b", "hardware": {"gpu": "rtx4090", "gpus_per_node": 2},
+                                  "parallel": {"engine": "ddp"},
+                                  "train": {"precision": "bf16-mixed", "micro_batch": 16, "seq_len": 4096,
+                                            "grad_ckpt": "none", "attention": "sdpa", "optimizer": "adamw"}})
+    assert cli.fits is False
 
 
 @pytest.mark.parametrize(
@@ -144,7 +170,8 @@ def test_doctor_on_the_mgm_script(client) -> None:  # type: ignore[no-untyped-de
         ({"model": "mgm-2b", "script": "deepspeed -H /etc/hosts train.py"}, "hostfile"),
         ({"model": "mgm-2b", "script": "   "}, "paste the launch command"),
         ({"model": "mgm-2b", "script": "echo hello"}, "no launcher line"),
-        ({"script": MGM_2B_SCRIPT, "ds_json": ZERO2, "config_json": "{}"}, "preset"),
+        ({"script": MGM_2B_SCRIPT, "ds_json": ZERO2, "config_json": "{}"}, "model_type"),
+        ({"script": MGM_2B_SCRIPT, "ds_json": ZERO2}, "upload its config.json"),
         ({"model": "mgm-2b", "script": MGM_2B_SCRIPT, "ds_json": "{not json"}, "not valid JSON"),
         ({"model": "mgm-2b", "script": MGM_2B_SCRIPT, "ds_json": "[1, 2]"}, "JSON object"),
         ({"model": "mgm-2b", "script": "x" * (MAX_SCRIPT_CHARS + 1)}, "over the limit"),

@@ -152,3 +152,4 @@ def test_upload_config_json_and_doctor(page, tmp_path) -> None:  # type: ignore[
     doctor = page.locator("#doctor-out")
     expect(doctor).to_have_attribute("data-verdict", "OOM")
     expect(doctor.locator(".verdict[data-verdict='FIX']")).to_contain_text("per GPU")
+    expect(doctor.locator(".fix-files button")).to_have_text(["launch.sh", "ds_config.json"])

@@ -7,7 +7,7 @@ alternatives are pure functions of a ``DoctorContext``; only ``fixfiles.write_fi
 """
 
 from .diagnose import DoctorReport, build_context, diagnose, run_doctor
-from .fixfiles import write_fix_files
+from .fixfiles import fix_file_texts, write_fix_files
 from .prescribe import Option, Prescription
 from .rules import ALL_RULES, rule_by_id, run_rules
 from .types import Change, DoctorContext, Finding, Fix, Rule, Severity
@@ -28,5 +28,6 @@ __all__ = [
     "rule_by_id",
     "run_doctor",
     "run_rules",
+    "fix_file_texts",
     "write_fix_files",
 ]

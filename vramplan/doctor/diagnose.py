@@ -34,6 +34,7 @@ from ..adapters.launch_script import (
 from ..adapters.scenario_file import scenario_from_dict
 from ..core.errors import ScenarioError, VramplanError
 from ..core.estimate import estimate_scenario
+from ..core.model import ModelSpec
 from .alternatives import alternatives as find_alternatives
 from .alternatives import assumed_host_ram
 from .prescribe import Option, Prescription, prescribe
@@ -147,15 +148,23 @@ def build_context(
     model: str | None = None,
     host_ram: str | None = None,
     nodes: int | None = None,
+    model_spec: ModelSpec | None = None,
 ) -> DoctorContext:
-    """Scenario and estimate of the launch (see the module docstring for model and host RAM)."""
+    """Scenario and estimate of the launch (see the module docstring for model and host RAM).
+
+    ``model_spec``: an already-built model (the web page's uploaded config.json); ``model`` then only names it."""
     from ..registry import load_model
 
-    found, how = (model, f"{model} (from --model)") if model else model_reference(launch)
-    if found is None:
-        raise VramplanError(cannot_tell_model(how))
-    ref: str = found
-    spec = load_model(ref)
+    if model_spec is not None:
+        ref: str = model or model_spec.name
+        how = f"{ref} (uploaded config.json)"
+        spec = model_spec
+    else:
+        found, how = (model, f"{model} (from --model)") if model else model_reference(launch)
+        if found is None:
+            raise VramplanError(cannot_tell_model(how))
+        ref = found
+        spec = load_model(ref)
     hw = hardware_dict(launch, gpus, nodes, host_ram)
     world = hw["gpus_per_node"] * hw["nodes"]
     ds: DeepSpeedSettings | None = None

@@ -18,7 +18,7 @@ import copy
 import json
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -213,8 +213,13 @@ def _header(report: DoctorReport, option: Option, changes: tuple[Change, ...], s
     return out
 
 
-def write_fix_files(report: DoctorReport, fix_dir: str | Path, *, choice: int | None = None, force: bool = False) -> list[Path]:
-    """Write the corrected JSON (when DeepSpeed is used) and script into ``fix_dir``; returns the paths written."""
+def fix_file_texts(report: DoctorReport, *, choice: int | None = None,
+                   ds_reference: Callable[[str], str] = lambda name: name) -> list[tuple[str, str]]:
+    """The corrected files as ``(file name, text)``: the script first, then the DeepSpeed JSON when one is used.
+
+    Pure (nothing is read or written). ``ds_reference`` maps the JSON's file name to the path the corrected
+    script passes to ``--deepspeed`` (``write_fix_files``: its absolute path in the fix folder; the web page:
+    the bare name, next to the script)."""
     option = report.option_to_apply(choice)
     if option is None:
         raise VramplanError("nothing fits on these GPUs, not even LoRA/QLoRA: no corrected files were written "
@@ -224,34 +229,45 @@ def write_fix_files(report: DoctorReport, fix_dir: str | Path, *, choice: int | 
     if launch is None:
         raise VramplanError("no launch command to correct")
     changes = merged_changes(option, report.findings)
-    out_dir = Path(fix_dir)
     script_name = Path(report.script_path).name if report.script_path else "launch.sh"
     ds_src = Path(ctx.ds.source) if ctx.ds is not None and Path(ctx.ds.source).exists() else None
     config = corrected_ds_config(ctx.ds.raw if ctx.ds is not None else None, changes)
-    ds_target = out_dir / (ds_src.name if ds_src else "ds_config.json")
-    targets = [out_dir / script_name] + ([ds_target] if config is not None else [])
-    originals = {p.resolve() for p in (Path(report.script_path) if report.script_path else None, ds_src) if p}
-    for t in targets:
-        if t.resolve() in originals:
-            raise VramplanError(f"--fix-dir {fix_dir} would overwrite the original {t}; choose another folder")
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
-        raise VramplanError(f"--fix-dir {fix_dir} exists and is not an empty folder; choose another or add --force")
+    ds_name = ds_src.name if ds_src else "ds_config.json"
     if config is not None:
         changes = tuple(c for c in changes if not (c.target == "script" and c.key == "deepspeed")) + (
-            Change("script", "deepspeed", str(ds_target.resolve())),)
+            Change("script", "deepspeed", ds_reference(ds_name)),)
     changes = config_file_changes(changes, launch.config_keys, launch.training_config)
     source = report.script_path or "--args"
     text = launch.text if report.script_path else "#!/bin/bash\n" + launch.text.strip() + "\n"
     offset = 0 if report.script_path else 1
     script = corrected_script(text, launch.line + offset, launch.end_line + offset, changes,
                               _header(report, option, changes, source))
-    payload = [(targets[0], script)]
+    files = [(script_name, script)]
     if config is not None:
-        payload.append((ds_target, json.dumps(_whole_floats_as_ints(config), indent=4) + "\n"))
+        files.append((ds_name, json.dumps(_whole_floats_as_ints(config), indent=4) + "\n"))
+    return files
+
+
+def write_fix_files(report: DoctorReport, fix_dir: str | Path, *, choice: int | None = None, force: bool = False) -> list[Path]:
+    """Write the corrected JSON (when DeepSpeed is used) and script into ``fix_dir``; returns the paths written.
+
+    Everything is computed first (``fix_file_texts``); the originals are never overwritten and a non-empty
+    folder is refused without ``force``."""
+    out_dir = Path(fix_dir)
+    files = fix_file_texts(report, choice=choice, ds_reference=lambda name: str((out_dir / name).resolve()))
+    ctx = report.context
+    ds_src = Path(ctx.ds.source) if ctx.ds is not None and Path(ctx.ds.source).exists() else None
+    originals = {p.resolve() for p in (Path(report.script_path) if report.script_path else None, ds_src) if p}
+    for name, _ in files:
+        if (out_dir / name).resolve() in originals:
+            raise VramplanError(f"--fix-dir {fix_dir} would overwrite the original {out_dir / name}; choose another folder")
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not force)):
+        raise VramplanError(f"--fix-dir {fix_dir} exists and is not an empty folder; choose another or add --force")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path, content in payload:
+    for name, content in files:
+        path = out_dir / name
         path.write_text(content, encoding="utf-8")
         written.append(path)
-    targets[0].chmod(0o755)
+    written[0].chmod(0o755)
     return written

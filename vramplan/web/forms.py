@@ -44,6 +44,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "host_ram_gb": (1, 1_000_000),
     "plan_rank": (1, 1000),
     "top": (1, 50),
+    "fix_choice": (1, 1000),
 }
 """Numeric fields and their inclusive ranges."""
 

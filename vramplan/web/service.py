@@ -141,9 +141,10 @@ _HOSTFILE = re.compile(r"hostfile|(^|\s)-H(\s|=|$)")
 
 
 def doctor_view(form: Form) -> dict[str, Any]:
-    """The doctor on a pasted launch script (+ pasted DeepSpeed JSON), the model and GPUs from the form."""
+    """The doctor on a pasted launch script (+ pasted DeepSpeed JSON), the model from the form (a preset or an
+    uploaded config.json) and the GPUs from the form; with the corrected script and JSON to download."""
     from ..adapters.launch_script import parse_launch_script
-    from ..doctor import build_context, diagnose
+    from ..doctor import build_context, diagnose, fix_file_texts
 
     script = form.get("script")
     if not script.strip():
@@ -151,32 +152,44 @@ def doctor_view(form: Form) -> dict[str, Any]:
     if _HOSTFILE.search(script):
         raise FormError("script: the page does not read hostfiles on the server; remove --hostfile and set the GPU "
                         "count and nodes in the form")
+    spec = None
     if form.config is not None:
-        raise FormError("model: the doctor page takes a preset model; for a config.json use the command line "
-                        "(vramplan doctor --model path/to/config.json)")
-    model = form.get("model")
-    if not model and form.get("base"):
-        data, _ = scenario_dict(form)
-        model = str(data["model"])
-    if model not in preset_ids():
-        raise FormError("model: pick the preset the script trains (the page never reads paths from the script)")
+        spec = api.model_from_config(form.config, name=form.config_name)
+        model = form.config_name
+    else:
+        model = form.get("model")
+        if not model and form.get("base"):
+            data, _ = scenario_dict(form)
+            model = str(data["model"])
+        if model not in preset_ids():
+            raise FormError("model: pick the preset the script trains or upload its config.json (the page never "
+                            "reads paths from the script)")
     ds = parse_json_object("ds_json", form.get("ds_json"), "DeepSpeed JSON") if form.get("ds_json").strip() else None
     launch = parse_launch_script(script, base_dir=None, env={}, source="pasted script")
     if launch.deepspeed_config and ds is None:
         raise FormError(f"ds_json: the script passes --deepspeed {launch.deepspeed_config[:80]}; paste that JSON "
                         "(the page never reads files on the server)")
+    if launch.training_config:
+        raise FormError(f"script: it reads its settings from {launch.training_config[:80]}, a file the page cannot "
+                        "read; run `vramplan doctor --script` on your machine instead")
     launch = replace(launch, deepspeed_config_path=None, hostfile_path=None, base_dir=None,
                      warnings=tuple(w for w in launch.warnings if "not found" not in w))
     gpu = form.get("gpu") or "a100-80g"
     gpus = f"{form.ints['gpus_per_node']}x{gpu}" if "gpus_per_node" in form.ints else gpu
     host = f"{form.ints['host_ram_gb']}GB" if "host_ram_gb" in form.ints else None
-    ctx = build_context(launch, gpus=gpus, deepspeed=ds, model=model, host_ram=host, nodes=form.ints.get("nodes"))
+    ctx = build_context(launch, gpus=gpus, deepspeed=ds, model=model, host_ram=host, nodes=form.ints.get("nodes"),
+                        model_spec=spec)
     report = diagnose(ctx)
     est = report.context.estimate
     best = report.prescription.best
+    choice = form.ints.get("fix_choice")
+    files: dict[str, str] = {}
+    if report.option_to_apply(choice) is not None:
+        files = dict(fix_file_texts(report, choice=choice))
     return {
         "kind": "doctor", "verdict": "FITS" if est.fits else "OOM", "fits": est.fits,
         "fix": None if best is None else {"title": best.title, "device_used_bytes": best.peak_bytes},
         "findings": [f.rule_id for f in report.findings],
+        "fix_files": files,
         "verdict_html": verdict_html(est), "html": doctor_section(report),
     }

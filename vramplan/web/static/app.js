@@ -129,15 +129,7 @@ async function download(rank, file) {
     const data = await post("/api/emit", body);
     const text = data.files[file];
     if (text === undefined) throw new Error(file + " is not part of plan " + rank);
-    const type = file.endsWith(".json") ? "application/json" : "text/plain";
-    const url = URL.createObjectURL(new Blob([text], {type: type}));
-    const a = document.createElement("a");
-    a.href = url;
-    a.download = file;
-    document.body.appendChild(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    saveText(file, text);
     showError("");
   } catch (err) {
     showError(err.message);
@@ -147,16 +139,45 @@ async function download(rank, file) {
 }
 
 function runDoctor() {
-  const body = formFields();
-  delete body.config_json;
-  delete body.config_name;
+  const body = formFields();  // an uploaded config.json is the model the script trains
   body.script = $("script").value;
   body.ds_json = $("ds_json").value;
   return run("doctor", "/api/doctor", body, (data) => {
     const out = $("doctor-out");
     out.innerHTML = data.html;
     out.dataset.verdict = data.verdict;
+    addFixDownloads(out, data.fix_files || {});
   });
+}
+
+function saveText(name, text) {
+  const type = name.endsWith(".json") ? "application/json" : "text/plain";
+  const url = URL.createObjectURL(new Blob([text], {type: type}));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function addFixDownloads(out, files) {
+  const names = Object.keys(files);
+  if (!names.length) return;
+  const p = document.createElement("p");
+  p.className = "fix-files";
+  p.textContent = "Corrected files (the recommended option applied): ";
+  for (const name of names) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "dl";
+    b.dataset.file = name;
+    b.textContent = name;
+    b.addEventListener("click", () => saveText(name, files[name]));
+    p.appendChild(b);
+  }
+  out.prepend(p);
 }
 
 let timer = null;
