@@ -27,12 +27,10 @@ from ._launch_flags import (
 )
 from ._launcher import read_accelerate_config, split_launcher, world_from_launcher
 from ._shell import ShellState, split_commands
+from ._training_config import read_training_config, training_config_word
 
 LAUNCHERS_LOOKED_FOR = ("deepspeed", "torchrun", "accelerate launch", "python -m torch.distributed.run/launch",
                         "python -m <module>", "python <script>.py", "llamafactory-cli train")
-TRAINING_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-"""A training script's first positional argument with one of these suffixes is its config file
-(HfArgumentParser ``parse_yaml_file``/``parse_json_file``: LLaMA-Factory, alignment-handbook, HF examples)."""
 TRAINING_HINT_FLAGS = ("per_device_train_batch_size", "deepspeed", "model_name_or_path", "output_dir",
                        "gradient_accumulation_steps")
 
@@ -272,59 +270,6 @@ def _parse_training_args(words: list[str]) -> tuple[dict[str, str], list[str], l
     return args, order, unknown
 
 
-def _config_value_as_flag(value: object) -> str:
-    """A YAML/JSON value as the string a command line would carry (``true`` -> ``True``, lists joined by ``,``)."""
-    import json
-
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, Mapping):
-        return json.dumps(value)
-    return str(value)
-
-
-def read_training_config(path: Path) -> dict[str, str]:
-    """Flags from a training config file (flat YAML or JSON mapping, as HfArgumentParser reads it)."""
-    import json
-
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VramplanError(f"{path}: cannot read the training config ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise VramplanError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise VramplanError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise VramplanError(f"{path}: a training config must be a mapping of flag: value, got {type(data).__name__}")
-    return {str(k).replace("-", "_"): _config_value_as_flag(v) for k, v in data.items() if v is not None}
-
-
-def _training_config_word(words: list[str]) -> tuple[str | None, list[str]]:
-    """(config file named by the first positional word or ``--config FILE``, the other words)."""
-    if words and not words[0].startswith("-") and words[0].lower().endswith(TRAINING_CONFIG_SUFFIXES):
-        return words[0], words[1:]
-    for k, word in enumerate(words):
-        name, eq, value = word.partition("=")
-        if name != "--config":
-            continue
-        if eq and value.lower().endswith(TRAINING_CONFIG_SUFFIXES):
-            return value, words[:k] + words[k + 1:]
-        if not eq and k + 1 < len(words) and words[k + 1].lower().endswith(TRAINING_CONFIG_SUFFIXES):
-            return words[k + 1], words[:k] + words[k + 2:]
-    return None, words
-
-
 def parse_launch_commands(
     text: str, *, base_dir: str | Path | None = None, env: Mapping[str, str] | None = None, source: str = "script"
 ) -> list[LaunchSpec]:
@@ -353,7 +298,7 @@ def parse_launch_commands(
         def resolve(path: str, workdir: str | None = workdir) -> Path | None:
             return resolve_path(path, base_dir, workdir)
 
-        config_written, script_words = _training_config_word(script_words)
+        config_written, script_words = training_config_word(script_words)
         config_keys: tuple[str, ...] = ()
         args, order, unknown = _parse_training_args(script_words)
         if config_written is not None:
