@@ -12,7 +12,15 @@ import pytest
 
 from vramplan.core.errors import SpecError, UnknownNameError, VramplanError
 from vramplan.core.model import ModelSpec
-from vramplan.registry import HubError, PresetInfo, list_presets, load_model, load_preset, preset_info
+from vramplan.registry import (
+    HubError,
+    PresetInfo,
+    list_presets,
+    load_model,
+    load_preset,
+    preset_info,
+    presets,
+)
 
 PRESETS = {info.id: info for info in list_presets()}
 
@@ -132,8 +140,9 @@ def test_load_model_hub_without_huggingface_hub(monkeypatch: pytest.MonkeyPatch)
 
 def test_load_model_hub_download_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("huggingface_hub")
+    monkeypatch.setattr(presets, "_hub_unreachable", lambda: None)
 
-    def fail(repo_id: str, filename: str) -> str:
+    def fail(repo_id: str, filename: str, local_files_only: bool) -> str:
         raise OSError("network unreachable")
 
     fake.hf_hub_download = fail  # type: ignore[attr-defined]
@@ -143,6 +152,30 @@ def test_load_model_hub_download_failure(monkeypatch: pytest.MonkeyPatch) -> Non
     assert isinstance(info.value, VramplanError)
 
 
+def test_hub_unreachable_fails_fast_from_the_cache_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def no_dns(host: str, port: int) -> None:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls: list[bool] = []
+    fake = types.ModuleType("huggingface_hub")
+
+    def cache_only(repo_id: str, filename: str, local_files_only: bool) -> str:
+        calls.append(local_files_only)
+        raise OSError("not in the local cache")
+
+    fake.hf_hub_download = cache_only  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    with pytest.raises(HubError, match=r"unreachable \(cannot resolve huggingface.co: Name or service not known\)"):
+        load_model("someone/some-model")
+    assert calls == [True]  # no network attempt (and none of huggingface_hub's retries)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert presets._hub_unreachable() == "HF_HUB_OFFLINE is set"
+
+
 def test_load_model_hub_reads_only_config_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = {"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100,
               "num_attention_heads": 4, "intermediate_size": 96, "auto_map": {"AutoModel": "evil.Model"}}
@@ -150,8 +183,10 @@ def test_load_model_hub_reads_only_config_json(monkeypatch: pytest.MonkeyPatch, 
     path.write_text(json.dumps(config))
     asked: list[tuple[str, str]] = []
     fake = types.ModuleType("huggingface_hub")
+    monkeypatch.setattr(presets, "_hub_unreachable", lambda: None)
 
-    def download(repo_id: str, filename: str) -> str:
+    def download(repo_id: str, filename: str, local_files_only: bool) -> str:
+        assert not local_files_only
         asked.append((repo_id, filename))
         return str(path)
 

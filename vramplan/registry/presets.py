@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from ..core.errors import SpecError, UnknownNameError, VramplanError
 from ..core.model import ModelSpec
@@ -149,13 +152,36 @@ def _download_config(repo_id: str) -> dict[str, Any]:
     except ImportError as exc:
         raise HubError(f"model={repo_id!r} looks like a Hugging Face Hub id, but huggingface_hub is not installed; "
                        "run: pip install 'vramplan[hf]' (or download its config.json and pass the path)") from exc
+    offline = _hub_unreachable()
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings would bury our one-line error
     try:
-        local = hf_hub_download(repo_id=repo_id, filename="config.json")
+        local = hf_hub_download(repo_id=repo_id, filename="config.json", local_files_only=offline is not None)
     except Exception as exc:  # network, 404, gated repo: all reported the same way
-        raise HubError(f"model={repo_id!r}: could not download config.json from the Hugging Face Hub "
-                       f"({type(exc).__name__}: {exc}); check the id and the network (gated repos need "
-                       "`huggingface-cli login`), or pass a local config.json") from exc
+        why = (f"the Hub is unreachable ({offline}) and the config is not in the local cache" if offline
+               else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise HubError(f"model={repo_id!r}: could not download config.json from the Hugging Face Hub ({why}); "
+                       "check the id and the network (gated repos need `huggingface-cli login`), or pass a local "
+                       "config.json") from exc
+    finally:
+        hub_log.setLevel(level)
     return _read_config_file(Path(local))
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached (its host does not resolve; ``HF_HUB_OFFLINE`` set), or None.
+
+    Checked first so that a machine without network fails in milliseconds instead of after
+    huggingface_hub's five retries with backoff (about 23 s), and still finds a config in the local cache."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc.strerror or exc}"
+    return None
 
 
 def load_config(ref: str) -> dict[str, Any]:
