@@ -223,12 +223,12 @@ def estimate_scenario(scn: Scenario) -> Estimate:
     fwd_end = dict(base)
     fwd_end.update(
         {
-            "model_states/grads": states.grads_persistent,
+            "model_states/grads": states.grads_before_backward,
             "activations/llm": acts.saved + acts.forward_extra,
             "activations/vision": vis.saved_tower + vis.inputs,
             "activations/projector": vis.saved_connector,
             "activations/logits_loss": acts.logits_forward,
-            "buffers/zero_buckets": buf.zero_buckets if scn.train.grad_accum > 1 else 0,
+            "buffers/zero_buckets": buf.zero_buckets_between_steps,
             "buffers/gathered_params": buf.gathered_forward,
             "buffers/ddp_buckets": buf.ddp_buckets,
         }
@@ -236,7 +236,8 @@ def estimate_scenario(scn: Scenario) -> Estimate:
     fwd_tower = dict(base)
     fwd_tower.update(
         {
-            "model_states/grads": states.grads_persistent,
+            "model_states/grads": states.grads_before_backward,
+            "buffers/zero_buckets": buf.zero_buckets_between_steps,
             "activations/vision": vis.tower_transient + vis.inputs,
             "buffers/gathered_params": buf.gathered_forward,
             "buffers/ddp_buckets": buf.ddp_buckets,
@@ -245,11 +246,11 @@ def estimate_scenario(scn: Scenario) -> Estimate:
     fwd_layer = dict(base)
     fwd_layer.update(
         {
-            "model_states/grads": states.grads_persistent,
+            "model_states/grads": states.grads_before_backward,
             "activations/llm": acts.saved - acts.final_norm + acts.forward_layer,
             "activations/vision": vis.saved_tower + vis.inputs,
             "activations/projector": vis.saved_connector,
-            "buffers/zero_buckets": buf.zero_buckets if scn.train.grad_accum > 1 else 0,
+            "buffers/zero_buckets": buf.zero_buckets_between_steps,
             "buffers/gathered_params": buf.gathered_at_forward_layer,
             "buffers/ddp_buckets": buf.ddp_buckets,
             "temporaries/dequant": buf.dequant,
@@ -273,7 +274,7 @@ def estimate_scenario(scn: Scenario) -> Estimate:
     bwd_start.update(
         {
             "buffers/gathered_params": buf.gathered_at_backward_start,
-            "model_states/grads": states.grads_persistent,
+            "model_states/grads": states.grads_before_backward,
             "activations/llm": acts.saved,
             "activations/vision": vis.saved_tower + vis.inputs,
             "activations/projector": vis.saved_connector,

@@ -485,8 +485,8 @@ def estimated(stage: int, world_size: int, **kwargs: Any) -> dict[str, dict[str,
       optimizer, ``grads_full`` + ``grad_transient`` (the largest parameter's gradient waiting to be bucketed,
       which the estimate files under ``temporaries/backward``), the IPG bucket(s);
       and ZeRO-3's gathered working set at the bottom of backward (``gathered_backward_bottom``);
-    - ``steady`` (between steps, the estimate's forward): ``grads_persistent``; the bucket only where the
-      estimate keeps it in the forward (gradient accumulation > 1).
+    - ``steady`` (between steps, the estimate's forward): ``grads_before_backward`` and
+      ``zero_buckets_between_steps`` (ZeRO-3's bucket always, ZeRO-1/2's only while accumulating).
     """
     from ..core.memory.buffers import engine_buffers
     from ..core.memory.params import rank_params
@@ -497,13 +497,12 @@ def estimated(stage: int, world_size: int, **kwargs: Any) -> dict[str, dict[str,
     st = model_state_bytes(scn, rp)
     buf = engine_buffers(scn, rp, st)
     base = {"model_states/params": st.params, "model_states/master": st.master, "model_states/optimizer": st.optimizer}
-    ga = scn.train.grad_accum
     return {
         "grads_end": {**base, "model_states/grads": st.grads_full + buf.grad_transient,
                       "buffers/zero_buckets": buf.zero_buckets,
                       "buffers/gathered_params": buf.gathered_at_backward_bottom},
-        "steady": {**base, "model_states/grads": st.grads_persistent,
-                   "buffers/zero_buckets": buf.zero_buckets if ga > 1 else 0},
+        "steady": {**base, "model_states/grads": st.grads_before_backward,
+                   "buffers/zero_buckets": buf.zero_buckets_between_steps},
     }
 
 

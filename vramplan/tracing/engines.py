@@ -17,7 +17,10 @@ is accumulated, and what the optimizer step allocates.
   * gradients: each ``.grad`` is traced until accumulated, then dropped (stages 2 and 3: reduced into the
     partition; stage 0 bf16: added into the fp32 buffer; stage 1 and offload: copied to the flat buffer);
     the persistent gradient memory (``states.grads_persistent``) is one tensor allocated at setup;
-  * IPG buckets (``buffers/zero_buckets``): allocated at the first backward, kept while accumulating;
+  * IPG buckets (``buffers/zero_buckets``): stages 1-2 allocate them at the first backward and keep them
+    while accumulating, stage 3 at setup for good; without accumulation ZeRO-2's gradient partition is
+    allocated at the first reduction and freed by the step, and ZeRO-1's full grads are autograd's .grad
+    tensors (as measured on real DeepSpeed ranks, ``deepspeed_cpu.py``);
   * optimizer: the fp32 master partition (``model_states/master``) is a real parameter, the scenario's
     torch optimizer steps it (states and foreach temporaries traced); its gradient is the 16-bit grad
     partition cast to fp32 (stage 3: per ``sub_group_size`` group, after a 16-bit flatten), then freed;
@@ -117,12 +120,13 @@ class ZeroEquivalent(Replicated):
         """Persistent grad buffer, fp32 master partition(s) and their optimizer; grads dropped after accumulation."""
         st = self.states
         params = self.built.trainable
-        tracker.attach_grads(params, after=self._drop if self._drops_grads() else None)
+        tracker.attach_grads(params, after=self._accumulated if self._drops_grads() else None)
+        self._tracker = tracker
         elem = torch.tensor([], dtype=self.w_dtype).element_size()
-        if st.grads_persistent and self._drops_grads():
-            dtype = torch.float32 if self.stage == 0 and self.scn.train.precision is not Precision.FP16_MIXED else self.w_dtype
-            size = st.grads_persistent // torch.tensor([], dtype=dtype).element_size()
-            self.persistent_grads = self._empty(tracker, "model_states/grads", size, dtype)
+        if st.grads_persistent and self._drops_grads() and not st.grads_freed_after_step:
+            self._allocate_persistent_grads()
+        if self.stage == 3 and self.buf.zero_buckets:  # stage3.py allocates its IPG bucket in __init__
+            self.bucket = self._empty(tracker, "buffers/zero_buckets", self.buf.zero_buckets // elem, self.w_dtype)
         if st.offloads_optimizer or (st.master == 0 and st.optimizer == 0):
             self.optimizer = None
             return
@@ -138,12 +142,24 @@ class ZeroEquivalent(Replicated):
         self.optimizer = make_optimizer(self.scn, self.masters)
         self._elem = elem
 
-    def _drops_grads(self) -> bool:
-        """Whether a param's .grad leaves the traced rank after accumulation (everything but ZeRO-0 fp16)."""
-        return not (self.stage == 0 and self.scn.train.precision is Precision.FP16_MIXED)
+    def _allocate_persistent_grads(self) -> None:
+        st = self.states
+        dtype = torch.float32 if self.stage == 0 and self.scn.train.precision is not Precision.FP16_MIXED else self.w_dtype
+        size = st.grads_persistent // torch.tensor([], dtype=dtype).element_size()
+        self.persistent_grads = self._empty(self._tracker, "model_states/grads", size, dtype)
 
-    @staticmethod
-    def _drop(p: torch.nn.Parameter) -> None:
+    def _drops_grads(self) -> bool:
+        """Whether a param's .grad leaves the traced rank after accumulation: not at ZeRO-0 fp16, and not at
+        ZeRO-1 without accumulation (its full grads are autograd's own .grad tensors until the step)."""
+        if self.stage == 0 and self.scn.train.precision is Precision.FP16_MIXED:
+            return False
+        return not (self.stage == 1 and self.states.grads_persistent == 0 and not self.states.offloads_optimizer)
+
+    def _accumulated(self, p: torch.nn.Parameter) -> None:
+        """A gradient reached the engine: the freed partition buffer comes back at the first one (ZeRO-2 without
+        accumulation: ``copy_grads_in_partition``), then the .grad is dropped (reduced into the buffer)."""
+        if self.persistent_grads is None and self.states.grads_freed_after_step and self.states.grads_persistent:
+            self._allocate_persistent_grads()
         p.grad = None
 
     def before_backward(self, tracker: StorageTracker) -> None:
@@ -171,8 +187,10 @@ class ZeroEquivalent(Replicated):
                 tracker.forget(t)
         for p in self.built.trainable:
             p.grad = None
-        if self.scn.train.grad_accum == 1:
+        if self.scn.train.grad_accum == 1 and self.stage != 3:
             self.bucket = None
+        if self.states.grads_freed_after_step:
+            self.persistent_grads = None
 
     def adjust(self, phase: str, items: dict[str, int]) -> dict[str, int]:
         """Stage 3: the partitioned params replace the traced full ones; add the gathered working set."""

@@ -45,6 +45,10 @@ class EngineBuffers:
     """Gathered while the first (top) layer runs backward; -1: ``gathered_backward``."""
     gathered_backward_bottom: int = -1
     """Gathered while the last (bottom) layer runs backward; -1: ``gathered_backward``."""
+    zero_buckets_between_steps: int = 0
+    """IPG bucket bytes that exist in the forward: ZeRO-3 allocates its bucket in ``DeepSpeedZeroOptimizer_Stage3.
+    __init__`` and keeps it; ZeRO-1/2 allocate theirs at the first reduction and free them with the step unless
+    gradients accumulate (both measured on real DeepSpeed ranks, docs/accuracy.md)."""
 
     @property
     def gathered_at_backward_start(self) -> int:
@@ -109,7 +113,10 @@ def engine_buffers(scn: Scenario, rp: RankParams, states: StateBytes) -> EngineB
         if par.zero in (1, 2):
             if ds.contiguous_gradients or states.offloads_optimizer:
                 zero_buckets = bucket * (2 if overlap else 1)
-            grad_transient = rp.largest_trainable_param * w
+            if par.zero == 2 or scn.train.grad_accum > 1 or states.offloads_optimizer:
+                # a fresh gradient next to the buffer it is copied into; ZeRO-1 without accumulation keeps
+                # autograd's .grad itself (no copy, measured: docs/accuracy.md "Real DeepSpeed on the CPU")
+                grad_transient = rp.largest_trainable_param * w
             if not states.offloads_optimizer:
                 # flatten (2 B) -> fp32 copy (4 B) becomes the master's grad, plus foreach temps.
                 step += t_shard * 4 + _foreach_temp(t_shard, 4, scn)
@@ -159,6 +166,7 @@ def engine_buffers(scn: Scenario, rp: RankParams, states: StateBytes) -> EngineB
         step += _foreach_temp(rp.trainable, w, scn)
     return EngineBuffers(
         zero_buckets=zero_buckets,
+        zero_buckets_between_steps=zero_buckets if (par.zero == 3 or scn.train.grad_accum > 1) else 0,
         gathered_forward=gathered_f,
         gathered_backward=gathered_b,
         ddp_buckets=ddp,

@@ -4,7 +4,9 @@ Sources (engine-internals.md §1-§4, §7):
 - ZeRO paper (Rajbhandari et al. 2020, §5): mixed-precision Adam keeps 2Ψ (16-bit params) + 2Ψ (16-bit
   grads) + 12Ψ (fp32 master, m, v) = 16Ψ; stage 1 partitions the 12Ψ, stage 2 also the grads,
   stage 3 also the params.
-- DeepSpeed stage_1_and_2.py: ZeRO-1 keeps full 16-bit grads; ZeRO-2 keeps a Ψ/N grad partition;
+- DeepSpeed stage_1_and_2.py: ZeRO-1 keeps full 16-bit grads; ZeRO-2 keeps a Ψ/N grad partition; without
+  gradient accumulation both are gone between steps (measured with real DeepSpeed 0.19.8 ranks on the CPU,
+  ``vramplan/tracing/deepspeed_cpu.py``);
   bf16 at stage 0 uses BF16_Optimizer (fp32 grad buffer 4Ψ, master and states partitioned);
   optimizer offload keeps only 16-bit params (+ a largest-param grad staging buffer) on the GPU.
 - DeepSpeed stage3.py: 16-bit param, grad and fp32 states partitions 2Ψ/N + 2Ψ/N + 12Ψ/N, small
@@ -61,6 +63,16 @@ class StateBytes:
     """Params are partitioned across data-parallel ranks (ZeRO-3, FSDP full/hybrid shard)."""
     dp_shard: int
     """Ranks the states are sharded over."""
+    grads_freed_after_step: bool = False
+    """The persistent gradient buffer is freed by the optimizer step and allocated again at the first gradient
+    reduction of the next backward (DeepSpeed ZeRO-2 without accumulation: ``_release_ipg_buffers`` sets
+    ``grads_in_partition = None``; ``copy_grads_in_partition`` allocates it; measured on real DeepSpeed ranks,
+    docs/accuracy.md "Real DeepSpeed on the CPU")."""
+
+    @property
+    def grads_before_backward(self) -> int:
+        """Gradient bytes in the forward and at the start of backward (before the first gradient exists)."""
+        return 0 if self.grads_freed_after_step else self.grads_persistent
 
 
 def weight_bytes(scn: Scenario) -> int:
@@ -150,6 +162,14 @@ def model_state_bytes(scn: Scenario, rp: RankParams) -> StateBytes:
                 # parameters this rank does not own stay on the GPU, offload or not.
                 gpu_grads = trainable * w if stage == 1 else staging
                 return StateBytes(params, gpu_grads, gpu_grads, 0, 0, host, 0, True, False, False, n)
+            if scn.train.grad_accum == 1:
+                # Without accumulation nothing survives the step (measured on real DeepSpeed ranks): ZeRO-1's
+                # full grads are per-parameter .grad tensors that grow through backward as DDP's do; ZeRO-2's
+                # partition buffer is freed by the step and re-allocated at the first reduction.
+                if stage == 1:
+                    return StateBytes(params, 0, grads_full, master, opt, 0, 0, False, False, False, n)
+                return StateBytes(params, grads_full, grads_full, master, opt, 0, 0, False, False, False, n,
+                                  grads_freed_after_step=True)
             return StateBytes(params, grads_full, grads_full, master, opt, 0, 0, False, False, False, n)
         # stage 3
         persistent = rp.persistent
