@@ -7,9 +7,14 @@ Reads every ``calibration/*.jsonl`` line that ``benchmarks/gpu_calibration.py`` 
 measured; then the median and p95 of the absolute errors and the signed median per metric. Nothing
 is tuned to these numbers. With no measurements it says so and exits 0.
 
+Records of ``gpu_calibration.py --rehearse`` (marked ``"rehearsal"``: the CPU, a shrunk model) are
+not measurements: they are counted and named, never compared nor summarized. A file cut short (a
+run killed mid-write, a ``.jsonl.partial`` left by a SIGKILL) is read up to its last full line.
+
     python benchmarks/calibration_accuracy.py                # table + summary
     python benchmarks/calibration_accuracy.py --json         # rows as JSON
     python benchmarks/calibration_accuracy.py --dir other/   # another folder
+    python benchmarks/calibration_accuracy.py --file run.jsonl [--file more.jsonl]   # given files only
 """
 
 from __future__ import annotations
@@ -40,18 +45,38 @@ def _model_path(ref: str) -> str:
     return str(path) if ref.startswith("benchmarks/") and path.exists() else ref
 
 
-def load_measurements(folder: Path) -> list[dict[str, Any]]:
-    """Every record of every ``*.jsonl`` in ``folder`` (all statuses)."""
+def is_rehearsal(rec: dict[str, Any]) -> bool:
+    """Whether ``rec`` comes from ``gpu_calibration.py --rehearse`` (CPU, shrunk model: not a measurement)."""
+    return bool(rec.get("rehearsal")) or (rec.get("env") or {}).get("device") == "cpu"
+
+
+def load_file(path: Path) -> list[dict[str, Any]]:
+    """The records of one JSONL file; a last line cut short is dropped with a note, a bad line elsewhere stops."""
     records = []
-    for path in sorted(folder.glob("*.jsonl")):
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    raise SystemExit(f"{path}:{number}: not a JSON line") from None
-                rec["_file"] = path.name
-                records.append(rec)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                print(f"note: {path}:{number}: last line cut short (run killed while writing?); ignored",
+                      file=sys.stderr)
+                continue
+            raise SystemExit(f"{path}:{number}: not a JSON line") from None
+        if not isinstance(rec, dict) or "run" not in rec:
+            raise SystemExit(f"{path}:{number}: not a gpu_calibration record (no 'run')")
+        rec["_file"] = path.name
+        records.append(rec)
+    return records
+
+
+def load_measurements(folder: Path) -> list[dict[str, Any]]:
+    """Every record of every ``*.jsonl`` (and ``*.jsonl.partial``) in ``folder`` (all statuses)."""
+    records = []
+    for path in sorted([*folder.glob("*.jsonl"), *folder.glob("*.jsonl.partial")]):
+        records.extend(load_file(path))
     return records
 
 
@@ -91,20 +116,45 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=str(ROOT / "calibration"), help="folder of calibration/*.jsonl")
+    parser.add_argument("--file", action="append", default=[], help="read this JSONL file (repeatable) instead of --dir")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    folder = Path(args.dir)
-    records = load_measurements(folder) if folder.is_dir() else []
+    if args.file:
+        missing = [f for f in args.file if not Path(f).is_file()]
+        if missing:
+            print(f"calibration_accuracy: no such file: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        where = ", ".join(args.file)
+        records = [rec for f in args.file for rec in load_file(Path(f))]
+    else:
+        folder = Path(args.dir)
+        where = str(folder)
+        records = load_measurements(folder) if folder.is_dir() else []
+    rehearsals = [r for r in records if is_rehearsal(r)]
+    records = [r for r in records if not is_rehearsal(r)]
+    if rehearsals:
+        statuses: dict[str, int] = {}
+        for r in rehearsals:
+            statuses[str(r.get("status"))] = statuses.get(str(r.get("status")), 0) + 1
+        print(f"{len(rehearsals)} CPU rehearsal record(s) ignored: code-path checks on a shrunk model, not GPU "
+              "measurements (" + ", ".join(f"{n} {k}" for k, n in sorted(statuses.items())) + ")",
+              file=sys.stderr if args.json else sys.stdout)
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         skipped = len(records)
-        print(f"no measurements yet in {folder}" + (f" ({skipped} runs recorded, none ok)" if skipped else "")
+        if args.json:
+            print(json.dumps({"rows": [], "summary": {}, "rehearsal_records": len(rehearsals),
+                              "not_ok": [{"run": r["run"], "status": r.get("status")} for r in records]}, indent=2))
+            return 0
+        print(f"no measurements yet in {where}" + (f" ({skipped} runs recorded, none ok)" if skipped else "")
               + "; run benchmarks/gpu_calibration.py on a GPU machine")
         return 0
     rows = [compare_record(r) for r in ok]
     summary = summarize(rows)
     if args.json:
-        print(json.dumps({"rows": rows, "summary": summary}, indent=2))
+        print(json.dumps({"rows": rows, "summary": summary, "rehearsal_records": len(rehearsals),
+                          "not_ok": [{"run": r["run"], "status": r.get("status")} for r in records
+                                     if r.get("status") != "ok"]}, indent=2))
         return 0
     print(f"{'run':<40} {'metric':<12} {'measured':>10} {'estimate':>10} {'error':>8}")
     for row in rows:

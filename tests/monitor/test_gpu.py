@@ -82,3 +82,38 @@ def test_probe_finds_a_micro_batch_on_gpu(tmp_path: Path) -> None:
     session = ProbeSession(cfg, scn, steps=2, device="cuda")
     result = search_largest(session.trial, limit=8)
     assert result.largest == 8 and result.trials[-1].peak_reserved_bytes > 0
+
+
+def _calibration_module():
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("gpu_calibration", root / "benchmarks" / "gpu_calibration.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_calibration"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["qwen0.5b-full-s2048-b4-ckpt", "qwen1.5b-lora-s4096-b4-ckpt",
+                                  "olmoe4l-full-s2048-b2-nockpt", "llava0.5b-full-s2048-b4-ckpt",
+                                  "fsdp2x4-qwen1.5b-full-s2048-b2-ckpt"])
+def test_calibration_execute_on_gpu_with_a_shrunk_model(name: str) -> None:
+    """gpu_calibration.execute() on CUDA (CudaSource, NVML, nvidia-smi, the fake process group on a GPU), tiny model:
+    pins down a failure of the real calibration to the code path rather than the size."""
+    pytest.importorskip("transformers")
+    cal = _calibration_module()
+    run = next(r for r in cal.plan() if r.name == name)
+    if [m for m in run.needs if not cal._have(m)]:
+        pytest.skip(f"{run.needs} not installed")
+    env = cal._env(torch)
+    rec = cal.execute(run, cal._catalog_gpu(env["gpu_name"], env["capacity_bytes"]), env, 2, device="cuda",
+                      rehearsal=cal.Rehearsal(seq_len=128, micro_batch=2), seconds=120)
+    assert rec["status"] == "ok", rec.get("error")
+    m = rec["measured"]
+    assert 0 < m["peak_allocated_bytes"] <= m["peak_reserved_bytes"] <= m["device_used_bytes"]
+    assert m["outside_allocator_bytes"] is not None and m["reserved_at_end_bytes"] is not None
+    assert rec["rehearsal"]["source"] == "cuda" and rec["rehearsal"]["device"] == "cuda"
+    assert set(rec["phases"]) == {"forward", "backward", "optimizer"} and len(rec["step_time_s"]) == 2
+    json.dumps(rec)

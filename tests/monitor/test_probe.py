@@ -144,3 +144,52 @@ def test_workload_lora_vlm_and_fsdp2_fake_group_on_the_cpu(tmp_path: Path) -> No
         assert type(next(w.model.parameters())).__name__ == "DTensor"
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.torch
+def test_vlm_batch_never_puts_the_image_token_in_the_text(tmp_path: Path) -> None:
+    """A random text token equal to the image token id breaks LLaVA ("Image features and image tokens do not match")."""
+    pytest.importorskip("transformers")
+    import torch
+
+    from vramplan.adapters.scenario_file import scenario_from_dict
+    from vramplan.monitor.workload import Workload
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY))
+    scn = scenario_from_dict({"model": str(path), "hardware": {"gpu": "a100-80g"},
+                              "train": {"seq_len": 64, "images_per_sample": 1}})
+    w = Workload(model=None, optimizer=None, config=None, scenario=scn, device=torch.device("cpu"), vocab_size=4,
+                 image={"tokens": 5, "token_id": 1, "size": 8, "dtype": torch.float32})
+    for _ in range(5):
+        batch = w.batch(8)
+        ids = batch["input_ids"]
+        assert (ids[:, :5] == 1).all() and not (ids[:, 5:] == 1).any()
+        assert (batch["labels"][:, :5] == -100).all() and batch["pixel_values"].shape == (8, 3, 8, 8)
+
+
+@pytest.mark.torch
+def test_shrink_config_keeps_the_architecture_and_valid_token_ids() -> None:
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from vramplan.monitor.workload import config_dict_for, hf_config, shrink_config
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "calibration_configs"
+    for ref in [*sorted(str(p) for p in root.glob("*.json")), "llama-3.1-8b"]:
+        original = config_dict_for(ref)
+        small = shrink_config(original)
+        assert small["model_type"] == original["model_type"]
+        cfg = hf_config(small)
+        text = cfg.get_text_config()
+        assert text.num_hidden_layers == 2 and text.hidden_size == 64 and text.vocab_size == 512
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id", "image_token_id"):
+            value = getattr(cfg, key, None)
+            assert value is None or not isinstance(value, int) or value < 512, (ref, key, value)
+        auto = (transformers.AutoModelForImageTextToText if hasattr(cfg, "vision_config")
+                else transformers.AutoModelForCausalLM)
+        with torch.device("meta"):
+            model = auto.from_config(cfg)
+        assert sum(p.numel() for p in model.parameters()) < 2_000_000, ref
+        if hasattr(cfg, "vision_config"):
+            assert cfg.vision_config.image_size == 56 and cfg.vision_config.num_hidden_layers == 2

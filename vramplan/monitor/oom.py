@@ -239,6 +239,9 @@ def tensor_sets_of(model: Any = None, optimizer: Any = None) -> dict[str, list[t
     import torch
 
     def storage(t: Any) -> tuple[int, int] | None:
+        local = getattr(t, "_local_tensor", None)  # FSDP2 / tensor-parallel DTensor: this rank's shard
+        if isinstance(local, torch.Tensor):
+            t = local
         if not isinstance(t, torch.Tensor) or t.device.type != "cuda":
             return None
         try:

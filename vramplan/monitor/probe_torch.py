@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..core.scenario import Scenario
+from . import is_oom
 from .probe import SearchResult, TrialResult, search_largest
 
 
@@ -55,6 +56,15 @@ def _distributed() -> tuple[int, int, int]:
     return rank, local, world
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` with its index: a bare "cuda" becomes the current CUDA device (``torch.cuda.set_device``
+    refuses a CUDA device without an index)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
 class ProbeSession:
     """A workload on one device and the trial function the search calls."""
 
@@ -63,7 +73,7 @@ class ProbeSession:
         from .workload import build_workload
 
         self.rank, self.local_rank, self.world = _distributed() if device is None else (0, 0, 1)
-        self.device = torch.device(device) if device is not None else torch.device("cuda", self.local_rank)
+        self.device = resolve_device(device) if device is not None else torch.device("cuda", self.local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.steps = steps
@@ -92,8 +102,10 @@ class ProbeSession:
                 self.workload.step(micro_batch)
             if cuda:
                 torch.cuda.synchronize(self.device)
-        except torch.cuda.OutOfMemoryError as exc:
-            error = "OOM: " + str(exc).splitlines()[0][:300]
+        except Exception as exc:  # OutOfMemoryError, or an OOM that a library re-raised as RuntimeError
+            if not is_oom(exc):
+                raise
+            error = "OOM: " + (str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
         elapsed = (time.perf_counter() - t0) / max(1, self.steps)
         oom = bool(error)  # the exception (and its frames holding tensors) is gone here
         self.workload.zero_grad()

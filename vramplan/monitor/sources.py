@@ -171,6 +171,20 @@ class MallocSource(MemorySource):
         return {"source": self.name, "device": "cpu", "note": "glibc malloc in-use bytes (allocated), heap (reserved)"}
 
 
+def _nvml_index(index: int) -> int:
+    """NVML's index of CUDA device ``index`` under ``CUDA_VISIBLE_DEVICES`` (ordinals or GPU UUIDs)."""
+    try:  # torch's own mapping understands UUIDs and MIG ids too
+        import torch
+
+        return int(torch.cuda._get_nvml_device_index(index))
+    except Exception:
+        pass
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    if visible and visible[0].strip() and index < len(visible) and visible[index].strip().isdigit():
+        return int(visible[index])
+    return index
+
+
 class _Nvml:
     """NVML device handle through ``pynvml`` (package ``nvidia-ml-py``); None when unavailable."""
 
@@ -179,15 +193,23 @@ class _Nvml:
 
         pynvml.nvmlInit()
         self._pynvml = pynvml
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
-        physical = index
-        if visible and visible[0].strip() and index < len(visible) and visible[index].strip().isdigit():
-            physical = int(visible[index])
-        self.handle = pynvml.nvmlDeviceGetHandleByIndex(physical)
+        self.handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(index))
         self.driver = _text(pynvml.nvmlSystemGetDriverVersion())
 
     def used(self) -> int:
         return int(self._pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+
+
+def _device_index(device: Any) -> int:
+    """An int CUDA ordinal from an int, 'cuda:1' or a torch.device ('cuda' alone: the current device)."""
+    if isinstance(device, int):
+        return device
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        raise ValueError(f"CudaSource needs a CUDA device, got {device!r}")
+    return torch.cuda.current_device() if dev.index is None else int(dev.index)
 
 
 def _text(value: Any) -> str:
@@ -206,7 +228,9 @@ class CudaSource(MemorySource):
         if not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available")
         self._torch = torch
-        self.device = torch.cuda.current_device() if device is None else int(device)
+        # the allocator's stats exist only once CUDA is initialised (torch.cuda.memory_stats returns {} before)
+        torch.cuda.init()
+        self.device = torch.cuda.current_device() if device is None else _device_index(device)
         self._stats = getattr(torch._C, "_cuda_memoryStats", None)
         self._nvml: _Nvml | None = None
         if use_nvml:

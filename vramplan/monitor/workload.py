@@ -44,6 +44,68 @@ def config_dict_for(model_ref: str) -> dict[str, Any]:
     raise presets._unknown_preset(model_ref)
 
 
+_TEXT_SHRINK = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "vocab_size": 512,
+                "moe_intermediate_size": 64, "shared_expert_intermediate_size": 64, "num_experts": 4,
+                "num_local_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2, "head_dim": 16,
+                "first_k_dense_replace": 1}
+_VISION_SHRINK = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                  "projection_dim": 32, "image_size": 56, "patch_size": 14}
+_TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "image_token_id", "image_token_index",
+                  "video_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+def _shrink_ids(data: dict[str, Any], vocab: int) -> None:
+    for key in _TOKEN_ID_KEYS:
+        value = data.get(key)
+        if isinstance(value, int) and value >= vocab:
+            data[key] = vocab - 1 - _TOKEN_ID_KEYS.index(key)
+        elif isinstance(value, list):
+            data[key] = [v if not isinstance(v, int) or v < vocab else vocab - 1 - _TOKEN_ID_KEYS.index(key)
+                         for v in value]
+
+
+def _shrink_text(data: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    heads = int(out.get("num_attention_heads") or 4)
+    kv = out.get("num_key_value_heads")
+    for key, value in _TEXT_SHRINK.items():
+        if key in out and out[key] is not None:
+            out[key] = min(int(out[key]), value) if key != "head_dim" else value
+    out["num_attention_heads"] = 4
+    if kv is not None:  # keep the attention kind: multi-head stays multi-head, grouped stays grouped
+        out["num_key_value_heads"] = 4 if int(kv) >= heads else 2
+    for key in ("layer_types", "mlp_only_layers"):  # per-layer lists follow num_hidden_layers
+        if isinstance(out.get(key), list):
+            out[key] = out[key][: out["num_hidden_layers"]]
+    _shrink_ids(out, int(out.get("vocab_size", 512)))
+    return out
+
+
+def shrink_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The same architecture, tiny: 2 layers, hidden 64, vocabulary 512, 4 experts, a 2-layer 56 px vision tower.
+
+    For rehearsing a GPU workload's code path on the CPU (``benchmarks/gpu_calibration.py --rehearse``):
+    every module type, the method, checkpointing and the engine stay; only the sizes change. Token ids
+    beyond the new vocabulary (BOS/EOS/pad, the image token) are moved inside it.
+    """
+    data = dict(config)
+    if isinstance(data.get("text_config"), Mapping):
+        data["text_config"] = _shrink_text(dict(data["text_config"]))
+        vocab = int(data["text_config"].get("vocab_size", 512))
+        if isinstance(data.get("vision_config"), Mapping):
+            vision = dict(data["vision_config"])
+            vision.update({k: v for k, v in _VISION_SHRINK.items() if k in vision or k in ("image_size", "patch_size")})
+            data["vision_config"] = vision
+        if "image_seq_length" in data:
+            size, patch = _VISION_SHRINK["image_size"], _VISION_SHRINK["patch_size"]
+            data["image_seq_length"] = (size // patch) ** 2
+        if "vocab_size" in data:
+            data["vocab_size"] = vocab
+        _shrink_ids(data, vocab)
+        return data
+    return _shrink_text(data)
+
+
 def hf_config(config: Mapping[str, Any]) -> Any:
     """A transformers ``PretrainedConfig`` from a config dict (original-LLaVA/MGM layouts are refused)."""
     import transformers
@@ -93,6 +155,11 @@ class Workload:
         """A synthetic batch: random token ids (and images for a VLM), labels = inputs."""
         seq = self.scenario.train.seq_len
         ids = torch.randint(0, max(2, self.vocab_size - 1), (micro_batch, seq), device=self.device)
+        if self.image:
+            # a random text token equal to the image token id would be taken for an image slot
+            # ("Image features and image tokens do not match"): about 1 in 150k tokens with a Qwen vocabulary
+            token_id = self.image["token_id"]
+            ids[ids == token_id] = token_id - 1 if token_id > 0 else token_id + 1
         out: dict[str, Any] = {"input_ids": ids, "labels": ids.clone()}
         if self.image:
             n = min(self.image["tokens"], seq)
