@@ -25,10 +25,9 @@ MGM_BACKBONE = {"mgm": "llama", "mgm_gemma": "gemma", "mgm_mixtral": "mixtral"}
 
 
 def _numel(model: Any) -> int:
-    """Parameters, plus DeepSeek-V3's ``e_score_correction_bias`` (a buffer in transformers 5, a
-    parameter in DeepSeek's own code and in the checkpoint)."""
-    n = sum(p.numel() for p in model.parameters())
-    return n + sum(b.numel() for name, b in model.named_buffers() if name.endswith("e_score_correction_bias"))
+    """Parameters as transformers holds them (DeepSeek-V3's ``e_score_correction_bias`` is a buffer in
+    transformers 5, so it is not one)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def _hf_config(config: dict[str, Any]) -> Any:

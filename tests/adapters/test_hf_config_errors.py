@@ -16,9 +16,26 @@ from vramplan.core.errors import SpecError, VramplanError
 
 def test_unknown_model_type_names_it_and_lists_supported() -> None:
     with pytest.raises(SpecError) as info:
-        model_from_config({**TINY["llama"], "model_type": "falcon"})
+        model_from_config({**TINY["llama"], "model_type": "made_up_lm"})
     text = str(info.value)
-    assert "'falcon'" in text and "llama" in text and "deepseek_v3" in text and "mgm" in text
+    assert "'made_up_lm'" in text and "llama" in text and "deepseek_v3" in text and "mgm" in text
+    assert "\n" not in text
+
+
+def test_unknown_model_type_suggests_the_nearest_family_and_preset() -> None:
+    with pytest.raises(SpecError) as info:
+        model_from_config({**TINY["llama"], "model_type": "gemma3"})
+    text = str(info.value)
+    assert "nearest supported family: gemma3_text" in text and "\n" not in text
+    with pytest.raises(SpecError, match=r"nearest supported family: qwen2\b.*preset: qwen2\.5-7b"):
+        model_from_config({**TINY["llama"], "model_type": "qwen2_5"})
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_next", "jamba", "mamba", "zamba2"])
+def test_hybrid_and_ssm_families_say_why_they_are_not_supported(model_type: str) -> None:
+    with pytest.raises(SpecError, match="are not modelled") as info:
+        model_from_config({**TINY["llama"], "model_type": model_type})
+    assert "nearest supported family" not in str(info.value)
 
 
 def test_missing_model_type() -> None:

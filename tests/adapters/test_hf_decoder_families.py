@@ -96,9 +96,10 @@ def test_deepseek_moe_layer_freq() -> None:
     assert m.decoder.moe_layers == (2, 4)
 
 
-def test_deepseek_v3_router_bias_and_mtp_note() -> None:
+def test_deepseek_v3_correction_bias_is_a_buffer_and_mtp_note() -> None:
     m = model_from_config(TINY["deepseek_v3"])
-    assert m.decoder.moe is not None and m.decoder.moe.router_bias_numel == 4
+    assert m.decoder.moe is not None and m.decoder.moe.router_bias_numel == 0
+    assert any("e_score_correction_bias" in note for note in m.notes)
     assert m.moe_block_class == "DeepseekV3MoE"
     assert any("num_nextn_predict_layers" in note for note in m.notes)
 
@@ -124,3 +125,58 @@ def test_active_params_of_moe_counts_top_k_experts() -> None:
 def test_name_and_source_are_kept() -> None:
     m = model_from_config(TINY["llama"], name="tiny", source="here")
     assert (m.name, m.source, m.model_type) == ("tiny", "here", "llama")
+
+
+def _small(model_type: str, **kw: object) -> dict[str, object]:
+    return {"model_type": model_type, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, **kw}
+
+
+def test_qwen3_moe_accepts_the_transformers5_expert_key() -> None:
+    hub = model_from_config(_small("qwen3_moe", num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32))
+    tf5 = model_from_config(_small("qwen3_moe", num_local_experts=8, num_experts_per_tok=2, moe_intermediate_size=32))
+    assert hub.num_params == tf5.num_params and tf5.decoder.moe is not None and tf5.decoder.moe.num_experts == 8
+
+
+def test_deepseek_v2_null_top_k_assumes_six_with_a_note() -> None:
+    m = model_from_config({**TINY["deepseek_v2"], "num_experts_per_tok": None})
+    assert m.decoder.moe is not None and m.decoder.moe.top_k == 6
+    assert any("num_experts_per_tok is null" in note for note in m.notes)
+
+
+def test_layouts_of_the_added_families() -> None:
+    layouts = {mt: model_from_config(_small(mt, head_dim=16)).decoder for mt in
+               ("gemma3_text", "glm4", "olmo2", "olmo3", "exaone4", "granite", "starcoder2")}
+    assert (layouts["gemma3_text"].norm_layout, layouts["gemma3_text"].norms_per_layer) == ("sandwich", 4)
+    assert (layouts["glm4"].norm_layout, layouts["glm4"].norms_per_layer) == ("sandwich", 4)
+    assert layouts["olmo2"].norm_layout == layouts["olmo3"].norm_layout == layouts["exaone4"].norm_layout == "post"
+    assert layouts["olmo2"].attention.qk_norm_numel == (4 + 2) * 16  # over all heads
+    assert layouts["exaone4"].attention.qk_norm_numel == 2 * 16  # per head
+    assert layouts["gemma3_text"].norm_weight_fp32 and layouts["olmo2"].norm_weight_fp32
+    assert not layouts["granite"].norm_weight_fp32 and layouts["granite"].norm_layout == "pre"
+    sc = layouts["starcoder2"]
+    assert sc.norm_kind == "layer" and not sc.gated_mlp and sc.tie_embeddings
+    assert [lin.name for lin in sc.layer_linears(0)] == ["q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"]
+    assert all(lin.bias for lin in sc.layer_linears(0))
+
+
+def test_glm_fuses_gate_up_and_biases_only_qkv() -> None:
+    d = model_from_config(_small("glm", head_dim=16)).decoder
+    names = {lin.name: lin for lin in d.layer_linears(0)}
+    assert names["gate_up_proj"].d_out == 2 * 128 and names["q_proj"].bias and not names["o_proj"].bias
+
+
+def test_seed_oss_biases_and_residual_dropout() -> None:
+    d = model_from_config(_small("seed_oss", head_dim=16)).decoder
+    assert (d.attention.qkv_bias, d.attention.o_bias, d.residual_dropout) == (True, False, True)
+    assert not model_from_config(_small("seed_oss", head_dim=16, residual_dropout=0.0)).decoder.residual_dropout
+
+
+def test_helium_needs_heads_spanning_hidden() -> None:
+    with pytest.raises(SpecError, match="o_proj reads hidden_size"):
+        model_from_config(_small("helium", head_dim=32))
+
+
+def test_gemma2_attention_softcap_default_on_and_off_with_null() -> None:
+    assert model_from_config(TINY["gemma2"]).decoder.attention.logit_softcap
+    assert not model_from_config({**TINY["gemma2"], "attn_logit_softcapping": None}).decoder.attention.logit_softcap

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 LLAMA = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 2,
-         "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4000, "max_position_embeddings": 4096}
+         "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4000, "max_position_embeddings": 4096, "pad_token_id": 0}
 LLAMA_SV = dict(LLAMA, vocab_size=1000)
 QWEN2 = {"model_type": "qwen2", "hidden_size": 256, "intermediate_size": 896, "num_hidden_layers": 2,
          "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 6000, "max_position_embeddings": 4096,
@@ -37,6 +37,22 @@ DEEPSEEK = {"model_type": "deepseek_v2", "hidden_size": 256, "intermediate_size"
             "kv_lora_rank": 64, "q_lora_rank": None, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
             "v_head_dim": 32, "n_routed_experts": 8, "num_experts_per_tok": 2, "n_shared_experts": 1,
             "first_k_dense_replace": 1, "max_position_embeddings": 4096, "topk_method": "greedy"}
+# Llama-like families with other norm placements, q/k norms, biases, dropout (tiny, same Llama ratios)
+_SMALL = {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 2, "num_attention_heads": 8,
+          "num_key_value_heads": 2, "vocab_size": 4000, "max_position_embeddings": 4096, "pad_token_id": 0}
+GEMMA3 = {"model_type": "gemma3_text", "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64, "vocab_size": 8000,
+          "max_position_embeddings": 4096, "query_pre_attn_scalar": 64, "sliding_window": 4096}
+GEMMA2 = dict(GEMMA, model_type="gemma2", query_pre_attn_scalar=64, sliding_window=4096)
+OLMO2 = dict(_SMALL, model_type="olmo2")
+EXAONE4 = dict(_SMALL, model_type="exaone4", head_dim=32, sliding_window=4096)
+GLM4 = dict(_SMALL, model_type="glm4", head_dim=32, partial_rotary_factor=0.5)
+GRANITE = dict(_SMALL, model_type="granite", embedding_multiplier=12.0, residual_multiplier=0.22,
+               attention_multiplier=0.0078125, logits_scaling=8.0, tie_word_embeddings=True)
+SMOLLM3 = dict(_SMALL, model_type="smollm3", no_rope_layer_interval=2, tie_word_embeddings=True)
+HELIUM = dict(_SMALL, model_type="helium", head_dim=32)
+STARCODER2 = dict(_SMALL, model_type="starcoder2", intermediate_size=1024, hidden_act="gelu_pytorch_tanh")
+SEED_OSS = dict(_SMALL, model_type="seed_oss", head_dim=32, attention_dropout=0.0, residual_dropout=0.1)
 
 TOWERS: dict[str, dict[str, Any]] = {
     "tiny-clip": {"model_type": "clip_vision_model", "hidden_size": 128, "intermediate_size": 512,
@@ -98,6 +114,26 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("qwen2-tied-ckpt", QWEN2, S(grad_ckpt="full")),
     ("gemma", GEMMA, S()),
     ("gemma-sv-eager-ckpt", GEMMA_SV, S(attention="eager", seq_len=256, grad_ckpt="full")),
+    # Llama-like families: sandwich norms (Gemma-2/3, GLM-4), post-norms (OLMo-2, EXAONE-4), fp32 norm
+    # weights (Gemma, Helium, OLMo-2), q/k norms per head and over all heads, residual dropout (Seed-OSS)
+    ("gemma3-mixed", GEMMA3, S()),
+    ("gemma3-bf16-ckpt", GEMMA3, S(precision="bf16-pure", grad_ckpt="full")),
+    ("gemma2-bf16", GEMMA2, S(precision="bf16-pure", attention="eager", seq_len=256)),
+    ("olmo2-mixed", OLMO2, S()),
+    ("olmo2-bf16", OLMO2, S(precision="bf16-pure")),
+    ("olmo2-lora", OLMO2, S(method="lora")),
+    ("exaone4-bf16", EXAONE4, S(precision="bf16-pure")),
+    ("glm4-bf16", GLM4, S(precision="bf16-pure")),
+    ("glm4-mixed-ckpt", GLM4, S(grad_ckpt="full")),
+    ("granite-bf16", GRANITE, S(precision="bf16-pure")),
+    ("smollm3-bf16", SMOLLM3, S(precision="bf16-pure")),
+    ("helium-mixed", HELIUM, S()),
+    ("seed-oss-bf16", SEED_OSS, S(precision="bf16-pure")),
+    # LayerNorm with bias, plain GELU MLP with biases (StarCoder2)
+    ("starcoder2-bf16", STARCODER2, S(precision="bf16-pure")),
+    ("starcoder2-mixed", STARCODER2, S()),
+    ("starcoder2-lora", STARCODER2, S(method="lora")),
+    ("starcoder2-sv-ckpt", dict(STARCODER2, vocab_size=1000), S(grad_ckpt="full", precision="bf16-pure")),
     # optimizers: foreach temporaries, fused, no state, 8-bit states; optimizer-bound peaks
     ("opt-bound-foreach", LLAMA, S(micro_batch=1, seq_len=64)),
     ("opt-bound-fused", LLAMA, S(micro_batch=1, seq_len=64, optimizer="adamw-fused")),

@@ -33,6 +33,46 @@ def supported_model_types() -> tuple[str, ...]:
     return tuple(sorted(set(DECODER_FAMILIES) | set(VLM_TYPES)))
 
 
+_NOT_MODELLED = {
+    "qwen3_next": "hybrid Gated DeltaNet + attention layers", "qwen3_5": "hybrid Gated DeltaNet + attention layers",
+    "jamba": "hybrid Mamba + attention layers", "bamba": "hybrid Mamba-2 + attention layers",
+    "granitemoehybrid": "hybrid Mamba-2 + attention layers", "falcon_h1": "hybrid Mamba-2 + attention layers",
+    "nemotron_h": "hybrid Mamba-2 + attention layers", "zamba": "hybrid Mamba + shared attention layers",
+    "zamba2": "hybrid Mamba-2 + shared attention layers", "mamba": "state-space (Mamba) layers",
+    "mamba2": "state-space (Mamba-2) layers", "falcon_mamba": "state-space (Mamba) layers",
+    "rwkv": "RWKV recurrent layers", "recurrent_gemma": "RG-LRU recurrent layers", "lfm2": "hybrid convolution layers",
+    "xlstm": "xLSTM recurrent layers", "minimax": "hybrid lightning-attention layers",
+}
+"""Families whose layers are not attention + MLP; named in the error so nobody mistakes them for a typo."""
+
+_NEAREST = {"llama4": "llama4_text", "gemma3": "gemma3_text", "qwen2_5": "qwen2", "qwen3_vl": "qwen2_vl",
+            "mistral3": "mistral", "internlm2": "internlm3", "phi4": "phi3", "gemma3n": "gemma3_text",
+            "glm4_moe": "glm4", "granitemoe": "granite", "cohere2": "cohere", "exaone": "exaone4"}
+"""A model_type and the supported one it is closest to in structure (used when difflib finds no near name)."""
+
+
+def _unsupported(model_type: str) -> str:
+    """The one-line error for an unknown model_type: why (hybrid/SSM families), the nearest supported family or
+    preset, and the supported list."""
+    supported = supported_model_types()
+    why = f" ({_NOT_MODELLED[model_type]} are not modelled)" if model_type in _NOT_MODELLED else ""
+    import difflib
+
+    near = [n for n in (_NEAREST.get(model_type),) if n in supported]
+    near = (near + [n for n in difflib.get_close_matches(model_type, supported, n=2, cutoff=0.6) if n not in near])[:2]
+    hint = ""
+    if near and not why:
+        hint = f"; nearest supported family: {', '.join(near)} (set model_type only if the modules really match)"
+    from ..registry import list_presets
+
+    presets = [p.id for p in list_presets()]
+    close = difflib.get_close_matches(model_type.replace("_", "-"), presets, n=2, cutoff=0.5)
+    if close:
+        hint += f"; or a preset: {', '.join(close)}"
+    return (f"config.model_type={model_type!r} is not supported{why}{hint}; "
+            f"supported: {','.join(supported)}")
+
+
 def _default_resolver(ref: str) -> Mapping[str, Any] | None:
     """Tower configs shipped with vramplan (``vramplan.registry.towers``)."""
     from ..registry.towers import find_tower_config
@@ -73,8 +113,7 @@ def model_from_config(config: Mapping[str, Any], name: str = "custom", source: s
     parts = _vlm(c, model_type, resolve)
     if parts is None:
         if model_type not in DECODER_FAMILIES:
-            raise SpecError(f"config.model_type={model_type!r} is not supported; supported: "
-                            + ", ".join(supported_model_types()))
+            raise SpecError(_unsupported(model_type))
         parts = VLMParts(build_decoder(c, model_type), (), (), 0)
     build = parts.build
     return ModelSpec(

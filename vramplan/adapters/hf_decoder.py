@@ -76,23 +76,39 @@ def _moe_layers(c: Cfg, layers: int) -> tuple[int, ...]:
 
 def _dense(c: Cfg, kind: str, *, qkv_bias: bool | None = None, o_bias: bool | None = None,
            head_dim_default: int | None = None, tie_default: bool = False, qk_norm: bool = False,
-           norms: int = 2, fused: bool = False, sliding_flag: bool = False) -> DecoderSpec:
-    """Dense decoder shared by Llama-like families. ``qkv_bias``/``o_bias`` None: ``attention_bias``."""
+           norms: int = 2, fused: bool = False, sliding_flag: bool = False, mlp_bias: bool | None = None,
+           qk_norm_full: bool = False, norm_layout: str = "pre", norm_kind: str = "rms",
+           fused_gate_up: bool | None = None, softcap_default: float | None = None,
+           kv_default: int | None = None) -> DecoderSpec:
+    """Dense decoder shared by Llama-like families. ``qkv_bias``/``o_bias`` None: ``attention_bias``;
+    ``mlp_bias`` None: the ``mlp_bias`` key for Llama-kind families, else False. ``qk_norm``: per-head q/k
+    norms (2 head_dim weights); ``qk_norm_full``: q/k norms over all heads (q_dim + kv_dim weights, OLMo-2).
+    ``softcap_default``: the family's ``final_logit_softcapping`` default (a null value turns it off)."""
     hidden, layers, vocab, heads, kv, inter = _base(c)
+    if kv_default is not None and c.raw("num_key_value_heads") is None:
+        kv = kv_default
     head_dim = _head_dim(c, hidden, heads, head_dim_default)
     attn_bias = c.flag("attention_bias", False)
+    qk_numel = 2 * head_dim if qk_norm else (heads + kv) * head_dim if qk_norm_full else 0
     attention = AttentionSpec(
         num_heads=heads, num_kv_heads=kv, head_dim=head_dim,
         qkv_bias=attn_bias if qkv_bias is None else qkv_bias,
         o_bias=attn_bias if o_bias is None else o_bias,
-        qk_norm_numel=2 * head_dim if qk_norm else 0,
-        fused_qkv=fused, sliding_window=_sliding(c, needs_flag=sliding_flag),
+        qk_norm_numel=qk_numel, fused_qkv=fused, sliding_window=_sliding(c, needs_flag=sliding_flag),
     )
+    softcap = False
+    if softcap_default is not None:
+        softcap = c.data.get("final_logit_softcapping", softcap_default) is not None  # null: off
+    elif c.data.get("final_logit_softcapping") is not None:
+        softcap = True
+    if mlp_bias is None:
+        mlp_bias = c.flag("mlp_bias", False) if kind == "llama" else False
     return DecoderSpec(
         hidden_size=hidden, num_layers=layers, vocab_size=vocab, attention=attention,
-        intermediate_size=inter, mlp_bias=c.flag("mlp_bias", False) if kind == "llama" else False,
-        fused_gate_up=fused, tie_embeddings=c.flag("tie_word_embeddings", tie_default), norms_per_layer=norms,
-        logit_softcap=kind == "gemma2" and c.data.get("final_logit_softcapping", 30.0) is not None,  # null: off
+        intermediate_size=inter, mlp_bias=mlp_bias,
+        fused_gate_up=fused if fused_gate_up is None else fused_gate_up,
+        tie_embeddings=c.flag("tie_word_embeddings", tie_default), norms_per_layer=norms,
+        norm_layout=norm_layout, norm_kind=norm_kind, logit_softcap=softcap,
         max_position_embeddings=c.integer("max_position_embeddings", default=0),
     )
 
@@ -128,13 +144,18 @@ def build_qwen3(c: Cfg) -> DecoderBuild:
 def build_gemma(c: Cfg) -> DecoderBuild:
     """``models/gemma/modeling_gemma.py``: head_dim 256 by default, tied embeddings by default (the
     ``normalizer`` in the scaled embedding is a buffer, not a parameter)."""
-    return DecoderBuild(_dense(c, "gemma", head_dim_default=256, tie_default=True), "GemmaDecoderLayer")
+    d = _dense(c, "gemma", head_dim_default=256, tie_default=True)
+    return DecoderBuild(replace(d, norm_weight_fp32=True), "GemmaDecoderLayer")
 
 
 def build_gemma2(c: Cfg) -> DecoderBuild:
     """``models/gemma2/modeling_gemma2.py``: four RMSNorms per layer (input, post_attention,
-    pre_feedforward, post_feedforward), tied by default, logit soft-capping."""
-    d = _dense(c, "gemma2", head_dim_default=256, tie_default=True, norms=4)
+    pre_feedforward, post_feedforward), tied by default, final logit soft-capping (default 30) and
+    attention-score soft-capping (default 50; eager only, ``_supports_sdpa = False``)."""
+    d = _dense(c, "gemma2", head_dim_default=256, tie_default=True, norms=4, norm_layout="sandwich",
+               softcap_default=30.0)
+    attn_cap = c.data.get("attn_logit_softcapping", 50.0) is not None  # Gemma2Config default 50.0; null: off
+    d = replace(d, norm_weight_fp32=True, attention=replace(d.attention, logit_softcap=attn_cap))
     return DecoderBuild(d, "Gemma2DecoderLayer")
 
 
@@ -143,6 +164,101 @@ def build_phi3(c: Cfg) -> DecoderBuild:
     d = _dense(c, "phi3", qkv_bias=False, o_bias=False, fused=True)
     return DecoderBuild(d, "Phi3DecoderLayer", notes=("Phi-3 fuses q/k/v into qkv_proj and gate/up into "
                                                       "gate_up_proj; LoRA target names follow the fused modules",))
+
+
+def build_gemma3(c: Cfg) -> DecoderBuild:
+    """``models/gemma3/modeling_gemma3.py`` (``Gemma3ForCausalLM``, model_type ``gemma3_text``): Gemma-2's
+    four RMSNorms per layer and ``(1 + w)`` fp32 norm weights, plus per-head ``q_norm``/``k_norm`` over
+    head_dim (default 256); tied by default; ``final_logit_softcapping`` off by default (null)."""
+    d = _dense(c, "gemma3", head_dim_default=256, tie_default=True, norms=4, norm_layout="sandwich", qk_norm=True)
+    attn_cap = c.data.get("attn_logit_softcapping") is not None  # Gemma3TextConfig default None
+    d = replace(d, norm_weight_fp32=True, attention=replace(d.attention, logit_softcap=attn_cap))
+    return DecoderBuild(d, "Gemma3DecoderLayer")
+
+
+def build_granite(c: Cfg) -> DecoderBuild:
+    """``models/granite/modeling_granite.py``: Llama modules (``attention_bias``, ``mlp_bias``); the
+    embedding/residual/attention multipliers and ``logits_scaling`` are Python floats (their multiplies and
+    divides save nothing for backward; the unscaled logits are freed by the division)."""
+    return DecoderBuild(_dense(c, "llama"), "GraniteDecoderLayer")
+
+
+def build_smollm3(c: Cfg) -> DecoderBuild:
+    """``models/smollm3/modeling_smollm3.py``: Llama modules; ``no_rope_layers`` only skips RoPE."""
+    return DecoderBuild(_dense(c, "llama", sliding_flag=True), "SmolLM3DecoderLayer")
+
+
+def build_ministral(c: Cfg) -> DecoderBuild:
+    """``models/ministral/modeling_ministral.py``: Mistral modules (no biases), sliding ``layer_types``."""
+    return DecoderBuild(_dense(c, "mistral", qkv_bias=False, o_bias=False), "MinistralDecoderLayer")
+
+
+def build_internlm3(c: Cfg) -> DecoderBuild:
+    """InternLM3 (``model_type`` ``internlm3``): transformers builds it as ``LlamaForCausalLM``
+    (``models/auto/modeling_auto.py``), Llama modules with ``attention_bias``/``mlp_bias``."""
+    return DecoderBuild(_dense(c, "llama"), "LlamaDecoderLayer")
+
+
+def build_helium(c: Cfg) -> DecoderBuild:
+    """``models/helium/modeling_helium.py``: Llama modules, ``o_proj`` is Linear(hidden, hidden) (so the
+    heads must span hidden_size), RMSNorm weight applied in fp32 (``self.weight.to(float32) * x``)."""
+    d = _dense(c, "llama", o_bias=False)
+    if d.attention.q_dim != d.hidden_size:
+        raise SpecError(f"{c.path}: helium needs num_attention_heads * head_dim == hidden_size "
+                        f"({d.attention.q_dim} != {d.hidden_size}); HeliumAttention.o_proj reads hidden_size features")
+    return DecoderBuild(replace(d, norm_weight_fp32=True), "HeliumDecoderLayer")
+
+
+def build_seed_oss(c: Cfg) -> DecoderBuild:
+    """``models/seed_oss/modeling_seed_oss.py``: q/k/v bias ``attention_bias`` (default True), o_proj bias
+    ``attention_out_bias`` (default False), ``mlp_bias``; dropout on both branch outputs
+    (``residual_dropout``, default 0.1) keeps a bool mask per element in training."""
+    d = _dense(c, "llama", qkv_bias=c.flag("attention_bias", True), o_bias=c.flag("attention_out_bias", False))
+    p = float(c.raw("residual_dropout", 0.1) or 0.0)
+    return DecoderBuild(replace(d, residual_dropout=p > 0), "SeedOssDecoderLayer")
+
+
+def build_olmo2(c: Cfg) -> DecoderBuild:
+    """``models/olmo2/modeling_olmo2.py`` (and ``olmo3``): post-norm layers (``post_attention_layernorm`` on
+    the attention output, ``post_feedforward_layernorm`` on the MLP output, no input norm), q_norm over
+    ``heads * head_dim`` and k_norm over ``kv_heads * head_dim`` applied to the projections, RMSNorm
+    weight applied in fp32 (``(self.weight * x).to(input_dtype)``)."""
+    d = _dense(c, "olmo2", qk_norm_full=True, norm_layout="post")
+    cls = "Olmo3DecoderLayer" if str(c.raw("model_type", "")) == "olmo3" else "Olmo2DecoderLayer"
+    return DecoderBuild(replace(d, norm_weight_fp32=True), cls)
+
+
+def build_exaone4(c: Cfg) -> DecoderBuild:
+    """``models/exaone4/modeling_exaone4.py``: OLMo-2-like post-norm layers, per-head q_norm/k_norm over
+    head_dim, no biases."""
+    d = _dense(c, "exaone4", qkv_bias=False, o_bias=False, qk_norm=True, norm_layout="post")
+    return DecoderBuild(d, "Exaone4DecoderLayer")
+
+
+def build_glm(c: Cfg) -> DecoderBuild:
+    """``models/glm/modeling_glm.py``: q/k/v bias ``attention_bias`` (default True), o_proj without bias,
+    fused ``gate_up_proj``, partial rotary (no parameters)."""
+    d = _dense(c, "glm", qkv_bias=c.flag("attention_bias", True), o_bias=False, fused_gate_up=True)
+    return DecoderBuild(d, "GlmDecoderLayer")
+
+
+def build_glm4(c: Cfg) -> DecoderBuild:
+    """``models/glm4/modeling_glm4.py``: GLM modules plus ``post_self_attn_layernorm`` and
+    ``post_mlp_layernorm`` on the branch outputs (four RMSNorms per layer, sandwich)."""
+    d = _dense(c, "glm", qkv_bias=c.flag("attention_bias", True), o_bias=False, fused_gate_up=True, norms=4,
+               norm_layout="sandwich")
+    return DecoderBuild(d, "Glm4DecoderLayer")
+
+
+def build_starcoder2(c: Cfg) -> DecoderBuild:
+    """``models/starcoder2/modeling_starcoder2.py``: q/k/v/o and the plain MLP ``c_fc``/``c_proj`` with bias
+    (``use_bias``, default True), ``nn.LayerNorm`` with bias (``norm_epsilon``), GELU-tanh MLP
+    (``hidden_act`` gelu_pytorch_tanh), tied by default, optional ``residual_dropout``."""
+    bias = c.flag("use_bias", True)
+    d = _dense(c, "starcoder2", qkv_bias=bias, o_bias=bias, mlp_bias=bias, norm_kind="layer", tie_default=True)
+    p = float(c.raw("residual_dropout", 0.0) or 0.0)
+    d = replace(d, gated_mlp=False, mlp_names=("", "c_fc", "c_proj"), residual_dropout=p > 0)
+    return DecoderBuild(d, "Starcoder2DecoderLayer")
 
 
 def build_mixtral(c: Cfg) -> DecoderBuild:
@@ -172,7 +288,9 @@ def build_qwen3_moe(c: Cfg) -> DecoderBuild:
     """``models/qwen3_moe/modeling_qwen3_moe.py``: Qwen3 attention (q/k norms over head_dim), experts
     of width ``moe_intermediate_size``, no shared expert."""
     d = _dense(c, "qwen3_moe", qk_norm=True, sliding_flag=True)
-    moe = MoESpec(num_experts=c.integer("num_experts"), top_k=c.integer("num_experts_per_tok"),
+    # transformers 5 saves the expert count as num_local_experts (Qwen3MoeConfig.attribute_map maps
+    # num_experts to it); the Hub configs of Qwen3-30B-A3B / 235B-A22B name it num_experts
+    moe = MoESpec(num_experts=c.integer("num_experts", "num_local_experts"), top_k=c.integer("num_experts_per_tok"),
                   expert_intermediate=c.integer("moe_intermediate_size"))
     layers = _moe_layers(c, d.num_layers) if moe.num_experts > 0 else ()
     return DecoderBuild(_with_moe(d, moe, layers), "Qwen3MoeDecoderLayer", "Qwen3MoeSparseMoeBlock")
@@ -196,7 +314,7 @@ def _build_deepseek(c: Cfg, version: int) -> DecoderBuild:
     layers ``i >= first_k_dense_replace`` with ``i % moe_layer_freq == 0`` (DeepSeek's own modeling
     code; transformers ignores moe_layer_freq, which is 1 in every released config), router
     Linear(h, E) without bias, shared experts as one MLP of ``n_shared_experts * moe_intermediate_size``.
-    V3 adds ``e_score_correction_bias`` (E per MoE layer)."""
+    V3's ``e_score_correction_bias`` is a buffer in transformers 5, not a parameter (not counted)."""
     c.positive("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads")
     if c.flag("attention_bias", False):
         raise SpecError(f"{c.path}.attention_bias=true is not supported for MLA attention; "
@@ -216,16 +334,27 @@ def _build_deepseek(c: Cfg, version: int) -> DecoderBuild:
         raise SpecError(f"{c.path}.moe_layer_freq={freq} must be at least 1")
     moe_layers = tuple(i for i in range(layers) if experts and i >= first_dense and i % freq == 0)
     shared = c.opt_int("n_shared_experts") or 0
-    moe = MoESpec(num_experts=experts, top_k=c.integer("num_experts_per_tok"), expert_intermediate=moe_inter,
-                  num_shared_experts=shared, shared_intermediate=shared * moe_inter,
-                  router_bias_numel=experts if version == 3 else 0) if experts else None
+    notes: list[str] = []
+    top_k = c.opt_int("num_experts_per_tok")
+    if top_k is None and experts:
+        # DeepseekV2Config defaults num_experts_per_tok to None (the model cannot route with it); every
+        # released DeepSeek-V2 / V2-Lite config sets 6. Parameters do not depend on it, activations do.
+        top_k = 6
+        notes.append("num_experts_per_tok is null (the DeepseekV2Config default): activations assume 6 "
+                     "routed experts per token, as in every released DeepSeek-V2 config")
+    # V3's e_score_correction_bias is a buffer in transformers 5 (DeepseekV3TopkRouter: nn.Buffer, kept fp32):
+    # not a parameter, never trained, E fp32 values per MoE layer -- not counted.
+    moe = MoESpec(num_experts=experts, top_k=top_k or 0, expert_intermediate=moe_inter,
+                  num_shared_experts=shared, shared_intermediate=shared * moe_inter) if experts else None
     decoder = DecoderSpec(
         hidden_size=hidden, num_layers=layers, vocab_size=vocab, attention=attention,
         intermediate_size=c.integer("intermediate_size"), moe=moe if moe_layers else None, moe_layers=moe_layers,
         tie_embeddings=c.flag("tie_word_embeddings", False),
         max_position_embeddings=c.integer("max_position_embeddings", default=0),
     )
-    notes: list[str] = []
+    if version == 3 and moe_layers:
+        notes.append("e_score_correction_bias (E fp32 values per MoE layer) is a buffer in transformers 5, "
+                     "not a parameter: not counted, not trained")
     if version == 3 and (c.opt_int("num_nextn_predict_layers") or 0) > 0:
         notes.append("multi-token-prediction layers (num_nextn_predict_layers) are not counted: "
                      "transformers drops them when loading, and they are not trained by HF fine-tuning")
@@ -288,6 +417,19 @@ DECODER_FAMILIES: dict[str, Callable[[Cfg], DecoderBuild]] = {
     "gemma": build_gemma,
     "gemma2": build_gemma2,
     "phi3": build_phi3,
+    "gemma3_text": build_gemma3,
+    "granite": build_granite,
+    "smollm3": build_smollm3,
+    "ministral": build_ministral,
+    "internlm3": build_internlm3,
+    "helium": build_helium,
+    "seed_oss": build_seed_oss,
+    "olmo2": build_olmo2,
+    "olmo3": build_olmo2,
+    "exaone4": build_exaone4,
+    "glm": build_glm,
+    "glm4": build_glm4,
+    "starcoder2": build_starcoder2,
     "olmoe": build_olmoe,
     "deepseek": build_deepseek_v1,
     "qwen": build_qwen1,

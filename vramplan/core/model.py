@@ -79,6 +79,9 @@ class AttentionSpec:
     """One ``qkv_proj`` (Phi-3) instead of q/k/v."""
     mla: MLASpec | None = None
     sliding_window: int | None = None
+    logit_softcap: bool = False
+    """Attention-score soft-capping (Gemma-2 ``attn_logit_softcapping``): ``tanh`` on the scores, which the
+    eager path keeps for backward."""
 
     @property
     def q_dim(self) -> int:
@@ -164,6 +167,8 @@ class DecoderSpec:
     intermediate_size: int
     """Width of the dense MLP (dense layers of an MoE model too)."""
     gated_mlp: bool = True
+    mlp_names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
+    """Module names of the dense MLP's gate, up and down projections (StarCoder2: -, c_fc, c_proj)."""
     mlp_bias: bool = False
     fused_gate_up: bool = False
     """Gate and up projections are one ``gate_up_proj`` Linear(h, 2i) (Phi-3); same count, other LoRA names."""
@@ -172,17 +177,34 @@ class DecoderSpec:
     """Indices of layers whose MLP is the MoE block; the others are dense."""
     tie_embeddings: bool = False
     norm_kind: str = "rms"
-    """``rms`` (weight only) or ``layer`` (weight and bias)."""
+    """``rms`` (RMSNorm, weight only), ``layer`` (LayerNorm, weight and bias), ``layer_nobias`` (LayerNorm,
+    weight only: Cohere, OLMo's q/k norms) or ``none`` (OLMo-1's non-parametric LayerNorm)."""
     norms_per_layer: int = 2
-    """Gemma-2/3 have four norms per layer (pre/post attention and MLP)."""
+    """Hidden-size norms per layer: 2 (pre-norm), 4 (Gemma-2/3, GLM-4 sandwich), 2 (OLMo-2 post-norm),
+    1 (parallel attention + MLP)."""
+    norm_layout: str = "pre"
+    """Where the norms sit: ``pre`` (Llama: before attention and MLP), ``sandwich`` (Gemma-2/3, GLM-4: before
+    and after each), ``post`` (OLMo-2/3, EXAONE-4: after each, on the branch output) or ``parallel``
+    (Cohere, Phi-1/2, GPT-NeoX: one norm feeds attention and MLP, whose outputs are summed)."""
+    norm_weight_fp32: bool = False
+    """The RMSNorm weight multiplies the fp32 normalised tensor (Gemma ``(1 + w.float()) * x``, Helium,
+    OLMo-2/3 ``(w * x).to(dtype)``): the tensor the weight multiply saves is fp32."""
+    residual_dropout: bool = False
+    """Dropout on the attention and MLP outputs in training (Seed-OSS ``residual_dropout``)."""
     logit_softcap: bool = False
     """Gemma-2 final logit soft-capping (adds fp32 copies of the logits)."""
+    lm_head_bias: bool = False
+    """Phi-1/2's ``lm_head`` has a bias."""
     max_position_embeddings: int = 0
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "vocab_size", "intermediate_size"):
             if getattr(self, name) <= 0:
                 raise SpecError(f"{name}={getattr(self, name)} must be positive")
+        if self.norm_kind not in ("rms", "layer", "layer_nobias", "none"):
+            raise SpecError(f"norm_kind={self.norm_kind!r} must be rms, layer, layer_nobias or none")
+        if self.norm_layout not in ("pre", "sandwich", "post", "parallel"):
+            raise SpecError(f"norm_layout={self.norm_layout!r} must be pre, sandwich, post or parallel")
         if self.moe is not None and not self.moe_layers:
             raise SpecError("an MoE model needs moe_layers (the indices of its MoE layers)")
         if any(i < 0 or i >= self.num_layers for i in self.moe_layers):
@@ -191,7 +213,7 @@ class DecoderSpec:
     @property
     def norm_numel_per_norm(self) -> int:
         """Elements of one hidden-size norm."""
-        return self.hidden_size * (2 if self.norm_kind == "layer" else 1)
+        return self.hidden_size * {"layer": 2, "none": 0}.get(self.norm_kind, 1)
 
     def dense_mlp_linears(self, intermediate: int | None = None, prefix: str = "") -> list[Linear]:
         """Projections of a dense MLP (gated: gate/up/down; plain: up/down)."""
@@ -209,8 +231,8 @@ class DecoderSpec:
                 Linear(name=prefix + "down_proj", d_in=i, d_out=h, bias=self.mlp_bias),
             ]
         return [
-            Linear(name=prefix + "up_proj", d_in=h, d_out=i, bias=self.mlp_bias),
-            Linear(name=prefix + "down_proj", d_in=i, d_out=h, bias=self.mlp_bias),
+            Linear(name=prefix + self.mlp_names[1], d_in=h, d_out=i, bias=self.mlp_bias),
+            Linear(name=prefix + self.mlp_names[2], d_in=i, d_out=h, bias=self.mlp_bias),
         ]
 
     def is_moe_layer(self, index: int) -> bool:
@@ -256,7 +278,8 @@ class DecoderSpec:
     @property
     def lm_head_numel(self) -> int:
         """Output projection (0 when tied to the input embedding)."""
-        return 0 if self.tie_embeddings else self.vocab_size * self.hidden_size
+        bias = self.vocab_size if self.lm_head_bias else 0
+        return bias + (0 if self.tie_embeddings else self.vocab_size * self.hidden_size)
 
     @property
     def num_params(self) -> int:

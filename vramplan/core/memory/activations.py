@@ -44,7 +44,10 @@ tests/torch/test_crossval.py). Per token, per decoder layer, ``b`` = activation 
   in an MoE block the fp32 routing-weight gradients, about 6 h + 10 h k.
 - Logits + cross-entropy (transformers ``ForCausalLMLoss``): 16-bit logits (b V), fp32 upcast (4 V) and
   log-softmax output (4 V) at the end of forward; saved log-softmax + its incoming gradient + its output
-  gradient (12 V) at the start of backward. traced exactly.
+  gradient (12 V) at the start of backward. traced exactly. Final logit soft-capping (Gemma-2) keeps the
+  16-bit tanh output (b V) in both; attention soft-capping on the eager path the 16-bit tanh of the scores
+  (b a s). Post-norms (Gemma-2/3 and GLM-4 sandwich, OLMo-2/3 and EXAONE-4 post-norm layers) keep what an
+  input RMSNorm keeps minus its output; post-norm layers' projections save the residual stream itself.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def llm_activations(scn: Scenario, rp: RankParams) -> LLMActivations:
         saved_layers -= _first_layer_savings(scn, flags) * tokens
     saved = saved_layers * in_flight
     forward_extra = sum(weight_copies) if ckpt is GradCkpt.FULL else 0
-    final_norm = _norm(h, flags, ["lm_head"]) * tokens if rp.has_lm_head else 0
+    final_norm = _norm(h, flags, ["lm_head"], dec.norm_kind != "rms") * tokens if rp.has_lm_head else 0
     saved += final_norm  # final norm, its output kept by a training lm_head
     if rp.has_lm_head and (flags.casts_per_reader or not _savers(["lm_head"], flags)):
         forward_extra += flags.stream_bytes * h * tokens  # last_hidden_state, alive while the loss runs
@@ -268,6 +271,8 @@ def logits_bytes(scn: Scenario, tokens: int) -> tuple[int, int]:
     fwd = tokens * v * (b + upcast + 4)
     bwd = tokens * v * 12
     if dec.logit_softcap:
-        fwd += tokens * v * 8  # tanh output saved + scaled copy, fp32
-        bwd += tokens * v * 4
+        # Gemma2ForCausalLM.forward: logits / cap, tanh, * cap on the 16-bit logits before the loss upcasts
+        # them; tanh saves its output until backward (traced: one more (512, 8000) bf16 tensor, both peaks)
+        fwd += tokens * v * b
+        bwd += tokens * v * b
     return fwd, bwd

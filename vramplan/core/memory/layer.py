@@ -32,6 +32,11 @@ class LayerFlags:
     """Gemma's RMSNorm applies its weight in fp32 (``output * (1.0 + self.weight.float())``; traced: the
     normalised tensor saved is fp32)."""
 
+    autocast_region: bool = False
+    """16-bit autocast is on (HF Trainer/DDP mixed precision), whether or not the base weights train (LoRA
+    too): ``layer_norm`` is on autocast's fp32 list, so ``nn.LayerNorm`` casts its input to fp32 and saves
+    that copy (traced: ``_to_copy`` fp32 (1,256,256) per LayerNorm with LoRA under bf16-mixed)."""
+
     fp32_stream: bool = False
     """QLoRA with 16-bit mixed precision: ``prepare_model_for_kbit_training`` casts embeddings, norms and
     lm_head to fp32, so the residual stream is fp32, each 4-bit linear saves a 16-bit cast of its input and
@@ -58,11 +63,11 @@ def layer_flags(scn: Scenario) -> LayerFlags:
     method = scn.train.method
     llm_trains = scn.trains(Part.LLM)
     lora = frozenset(scn.lora_linear_names()) if method in (Method.LORA, Method.QLORA) else frozenset()
-    autocast = (
+    autocast_region = (
         scn.train.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED)
         and scn.parallel.engine in (Engine.SINGLE, Engine.DDP)
-        and llm_trains
     )
+    autocast = autocast_region and llm_trains
     return LayerFlags(
         weights_train=llm_trains,
         lora=lora,
@@ -71,7 +76,8 @@ def layer_flags(scn: Scenario) -> LayerFlags:
         act_bytes=activation_dtype_bytes(scn),
         lora_dropout=scn.train.lora.dropout > 0,
         lora_r=scn.train.lora.r,
-        fp32_norm_weight=scn.model.decoder_layer_class.startswith("Gemma"),
+        fp32_norm_weight=scn.model.decoder.norm_weight_fp32 or scn.model.decoder_layer_class.startswith("Gemma"),
+        autocast_region=autocast_region,
         fp32_stream=method is Method.QLORA and scn.train.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED),
     )
 
@@ -85,8 +91,18 @@ def _savers(lin_names: list[str], flags: LayerFlags) -> int:
     return sum(1 for n in lin_names if n in flags.lora)
 
 
-def _norm(h: int, flags: LayerFlags, readers: list[str]) -> int:
-    """Bytes per token kept by one HF RMSNorm and, when its readers save it, its output (module docstring)."""
+def _norm(h: int, flags: LayerFlags, readers: list[str], layer_norm: bool = False) -> int:
+    """Bytes per token kept by one HF RMSNorm and, when its readers save it, its output (module docstring).
+
+    ``layer_norm``: ``nn.LayerNorm`` (StarCoder2 ``input_layernorm``), whose ``native_layer_norm`` saves its
+    input itself (in the stream dtype; under autocast an fp32 copy) and the fp32 mean and rstd per row, and
+    needs no normalised copy for the weight gradient (``native_layer_norm_backward`` recomputes it)."""
+    if layer_norm:
+        total = (4 if flags.autocast_region else flags.stream_bytes) * h + 8
+        savers = _savers(readers, flags)
+        if savers:
+            total += 2 * savers * h if flags.casts_per_reader else flags.act_bytes * h
+        return total
     total = 4 * h + 4  # fp32 input copy + fp32 rsqrt
     if flags.weights_train:
         # normalised tensor, saved by the weight multiply; Gemma multiplies in fp32 ((1 + w.float()) * x)
@@ -95,6 +111,24 @@ def _norm(h: int, flags: LayerFlags, readers: list[str]) -> int:
     if savers:
         total += 2 * savers * h if flags.casts_per_reader else flags.act_bytes * h
     return total
+
+
+def _stream_read(h: int, flags: LayerFlags, readers: list[str]) -> int:
+    """Bytes per token kept when linears read the residual stream itself, without a norm before them
+    (post-norm layers: ``Olmo2DecoderLayer.forward`` feeds ``hidden_states`` straight to ``self_attn`` and
+    ``mlp``): the stream tensor, or each reader's 16-bit cast of the fp32 stream."""
+    savers = _savers(readers, flags)
+    if not savers:
+        return 0
+    return 2 * savers * h if flags.casts_per_reader else flags.stream_bytes * h
+
+
+def _branch_norm(h: int, flags: LayerFlags) -> int:
+    """Bytes per token kept by an RMSNorm on a branch output (Gemma-2/3 ``post_attention_layernorm`` /
+    ``post_feedforward_layernorm``, GLM-4 ``post_self_attn_layernorm`` / ``post_mlp_layernorm``, OLMo-2/3
+    post-norms): its fp32 input copy, rsqrt and normalised tensor, as ``_norm``; its output only joins the
+    residual sum, which saves nothing."""
+    return _norm(h, flags, [])
 
 
 def _lora_extra(linears: list[Linear], flags: LayerFlags) -> int:
@@ -125,6 +159,10 @@ def attention_core_bytes(dec: DecoderSpec, scn: Scenario, seq_len: int, b: int) 
         expand = b * 2 * (att.q_dim - att.kv_dim)  # repeat_kv materialises K and V per query head
     if impl is Attention.SDPA:
         return core + expand + 4 * a + b * seq_len  # the padding mask, converted to the activation dtype
+    if att.logit_softcap:
+        # eager_attention_forward (models/gemma2/modeling_gemma2.py): scores / cap, tanh, * cap; tanh keeps
+        # its 16-bit output (traced: +1 MiB per layer at 2 x 256 tokens, 4 heads)
+        expand += b * a * seq_len
     return core + expand + 6 * a * seq_len  # eager: fp32 softmax saved + its 16-bit cast
 
 
@@ -142,7 +180,9 @@ def decoder_layer_bytes_per_token(scn: Scenario, index: int, flags: LayerFlags) 
     qkv_names = [lin.name for lin in linears if lin.name != "o_proj"]
     if att.mla is not None:  # only the first q projection and kv_a read the input norm
         qkv_names = [qkv_names[0], "kv_a_proj_with_mqa"]
-    total = _norm(h, flags, qkv_names)
+    post_norms = dec.norm_layout in ("sandwich", "post")
+    ln = dec.norm_kind != "rms"
+    total = _stream_read(h, flags, qkv_names) if dec.norm_layout == "post" else _norm(h, flags, qkv_names, ln)
     total += attention_core_bytes(dec, scn, scn.train.seq_len, b)
     out = b * _attention_out_dim(dec)
     if att.mla is not None and scn.train.attention is not Attention.EAGER:
@@ -163,11 +203,17 @@ def decoder_layer_bytes_per_token(scn: Scenario, index: int, flags: LayerFlags) 
             if rank:
                 total += _norm(rank, flags, [reader])
     elif att.qk_norm_numel:
-        # q/k norms: fp32 copy, fp32 rsqrt per head, the normalised tensor when their weight trains
-        heads = att.num_heads + att.num_kv_heads
-        total += 4 * (att.q_dim + att.kv_dim) + 4 * heads
+        # q/k norms: fp32 copy, fp32 rsqrt per head (one per token for OLMo-2's / OLMoE's norms over all
+        # heads), the normalised tensor when their weight trains (fp32 for Gemma-3 / OLMo-2 weights)
+        per_head = att.qk_norm_numel == 2 * att.head_dim
+        rows = att.num_heads + att.num_kv_heads if per_head else 2
+        total += 4 * (att.q_dim + att.kv_dim) + 4 * rows
         if flags.weights_train:
-            total += flags.act_bytes * (att.q_dim + att.kv_dim)
+            total += (4 if flags.fp32_norm_weight else flags.act_bytes) * (att.q_dim + att.kv_dim)
+    if post_norms:
+        total += _branch_norm(h, flags)
+    if dec.residual_dropout:
+        total += 2 * h  # bool masks of the dropouts on the attention and MLP outputs (native_dropout)
     mlp = dec.mlp_linears(index)
     if dec.is_moe_layer(index) and dec.moe is not None:
         moe = dec.moe
@@ -189,15 +235,18 @@ def decoder_layer_bytes_per_token(scn: Scenario, index: int, flags: LayerFlags) 
             if moe.shared_expert_gate:
                 total += b * h  # shared expert output, saved by its sigmoid-gate multiply (traced: mm (1024,256))
     else:
-        up_names = [lin.name for lin in mlp if lin.name != "down_proj"]
-        total += _norm(h, flags, up_names)
-        down_saves = _savers(["down_proj"], flags) > 0
+        down_name = dec.mlp_names[2]
+        up_names = [lin.name for lin in mlp if lin.name != down_name]
+        total += _stream_read(h, flags, up_names) if dec.norm_layout == "post" else _norm(h, flags, up_names, ln)
+        down_saves = _savers([down_name], flags) > 0
         i = dec.intermediate_size
         bm = flags.mlp_bytes
         if dec.gated_mlp:
             total += bm * i * 3 + (2 if flags.fp32_stream else b) * i * down_saves  # QLoRA: down saves its cast
         else:
             total += bm * i + (2 if flags.fp32_stream else b) * i * down_saves
+    if post_norms:
+        total += _branch_norm(h, flags)
     total += _lora_extra(linears + mlp, flags)
     return total
 
@@ -245,12 +294,12 @@ def _first_layer_savings(scn: Scenario, flags: LayerFlags) -> int:
     """Per token, what layer 0 does not save when its input needs no grad (frozen LLM, LoRA without
     checkpointing): its input norm's fp32 copy and rsqrt, and the dropout masks of the adapters reading it
     (traced: 4 fp32 norm copies and 9 masks for 2 layers, not 5 and 12)."""
-    h = scn.model.decoder.hidden_size
+    dec = scn.model.decoder
+    h = dec.hidden_size
     masks = 0
     if flags.lora_dropout:
-        masks = sum(lin.d_in for lin in scn.model.decoder.attention.linears(h)
-                    if lin.name in flags.lora and lin.name != "o_proj")
-    return 4 * h + 4 + masks
+        masks = sum(lin.d_in for lin in dec.attention.linears(h) if lin.name in flags.lora and lin.name != "o_proj")
+    return (0 if dec.norm_layout == "post" else 4 * h + 4) + masks  # post-norm: no input norm
 
 
 def fp32_routing(scn: Scenario) -> bool:
