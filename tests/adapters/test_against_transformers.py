@@ -46,6 +46,8 @@ def _scaled(config: dict[str, Any]) -> dict[str, Any]:
     out = dict(config)
     first_dense = int(out.get("first_k_dense_replace") or 0)
     out["num_hidden_layers"] = max(2, first_dense + 1)
+    if isinstance(out.get("layer_types"), list):  # per-layer attention kinds (GPT-OSS) must match the layer count
+        out["layer_types"] = out["layer_types"][: out["num_hidden_layers"]]
     if isinstance(out.get("vision_config"), dict):
         out["vision_config"] = {**out["vision_config"], "depth": 2}
     return out
@@ -65,7 +67,7 @@ def _preset_ids(kind: str) -> list[str]:
     for info in list_presets():
         model_type = str(_preset_config(info.id).get("model_type"))
         is_mgm = model_type in MGM_BACKBONE
-        is_vlm = is_mgm or model_type in ("llava", "qwen2_vl")
+        is_vlm = is_mgm or model_type in ("llava", "qwen2_vl", "qwen2_5_vl")  # VLMs: tests/torch/test_vlm_parity.py
         if (kind == "llm" and not is_vlm) or (kind == "mgm" and is_mgm):
             out.append(info.id)
     return out

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import pytest
-from family_configs import DEFAULT_FAMILIES, REAL
+from family_configs import DEFAULT_FAMILIES, REAL, VARIANTS
 
 from vramplan.adapters import model_from_config
 
@@ -59,3 +59,11 @@ def test_released_config_matches_transformers(name: str) -> None:
     config, count, _published = REAL[name]
     data = {k: v for k, v in config.items() if k != "model_type"}
     assert _meta_numel(config["model_type"], data) == count
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_option_variant_matches_transformers(name: str) -> None:
+    config = VARIANTS[name]
+    data = {k: v for k, v in config.items() if k != "model_type"}
+    assert model_from_config(config).num_params == _meta_numel(config["model_type"], data)

@@ -180,3 +180,55 @@ def test_helium_needs_heads_spanning_hidden() -> None:
 def test_gemma2_attention_softcap_default_on_and_off_with_null() -> None:
     assert model_from_config(TINY["gemma2"]).decoder.attention.logit_softcap
     assert not model_from_config({**TINY["gemma2"], "attn_logit_softcapping": None}).decoder.attention.logit_softcap
+
+
+def test_layouts_of_the_parallel_and_layernorm_families() -> None:
+    d = {mt: model_from_config(_small(mt)).decoder for mt in
+         ("gpt_neox", "phi", "falcon", "cohere", "cohere2", "stablelm", "nemotron", "olmo")}
+    assert (d["gpt_neox"].norm_layout, d["gpt_neox"].norms_per_layer, d["gpt_neox"].norm_kind) == ("parallel", 2, "layer")
+    assert d["gpt_neox"].attention.num_kv_heads == 4  # GPTNeoXConfig has no num_key_value_heads
+    assert [lin.name for lin in d["gpt_neox"].layer_linears(0)] == ["query_key_value", "dense", "dense_h_to_4h",
+                                                                    "dense_4h_to_h"]
+    assert d["gpt_neox"].attention.value_views_qkv and d["gpt_neox"].attention.rotary_cat
+    assert (d["phi"].norm_layout, d["phi"].norms_per_layer, d["phi"].lm_head_bias, d["phi"].act_saved) == \
+        ("parallel", 1, True, 4)
+    assert (d["falcon"].norm_layout, d["falcon"].norms_per_layer, d["falcon"].attention.num_kv_heads) == ("parallel", 1, 1)
+    assert d["falcon"].tie_embeddings and d["falcon"].intermediate_size == 4 * 64
+    assert (d["cohere"].norm_kind, d["cohere"].norms_per_layer) == ("layer_nobias", 1)
+    assert d["cohere2"].norm_kind == "layer_nobias" and d["cohere2"].tie_embeddings
+    assert (d["stablelm"].norm_kind, d["stablelm"].norm_layout) == ("layer", "pre")
+    assert not d["nemotron"].gated_mlp and d["nemotron"].act_saved_autocast == (1, 1)
+    assert d["olmo"].norm_kind == "none" and d["olmo"].norm_numel_per_norm == 0
+
+
+def test_falcon_reads_legacy_keys_and_new_architecture() -> None:
+    legacy = model_from_config({"model_type": "falcon", "hidden_size": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100})
+    assert legacy.decoder.num_layers == 2 and legacy.decoder.attention.num_heads == 4
+    new = model_from_config({"model_type": "falcon", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                             "num_kv_heads": 2, "vocab_size": 100, "new_decoder_architecture": True})
+    assert (new.decoder.norms_per_layer, new.decoder.attention.num_kv_heads) == (2, 2)
+    assert new.decoder.attention.kv_expanded and not new.decoder.attention.sdpa_math_grouped
+    qkv = new.decoder.layer_linears(0)[0]
+    assert (qkv.name, qkv.d_out) == ("query_key_value", (4 + 2 * 2) * 16)
+
+
+def test_gpt_oss_sinks_biased_experts_and_router() -> None:
+    m = model_from_config(_small("gpt_oss", head_dim=16, num_local_experts=4, num_experts_per_tok=2))
+    d = m.decoder
+    assert d.moe is not None and d.moe.clamped_swiglu and d.moe_layers == (0, 1)
+    assert d.attention.sinks and d.attention.norm_numel() == 4  # one sink logit per head
+    lins = {lin.name: lin for lin in d.layer_linears(0)}
+    assert lins["gate"].bias and lins["experts.gate_proj"].bias and lins["experts.down_proj"].count == 4
+    assert lins["o_proj"].bias  # attention_bias defaults to True
+    assert (m.decoder_layer_class, m.moe_block_class) == ("GptOssDecoderLayer", "GptOssMLP")
+    h, i, e = 64, 128, 4
+    moe = h * e + e + e * (h * 2 * i + 2 * i + i * h + h)
+    attn = (h * 64 + 64) + 2 * (h * 32 + 32) + (64 * h + h) + 4
+    assert d.layer_numel(0) == moe + attn + 2 * h
+
+
+def test_moe_families_granitemoe_and_phimoe() -> None:
+    g = model_from_config(_small("granitemoe", num_local_experts=4, num_experts_per_tok=2))
+    p = model_from_config(_small("phimoe", num_local_experts=4, num_experts_per_tok=2, lm_head_bias=True))
+    assert g.moe_block_class == "GraniteMoeMoE" and g.decoder.moe_layers == (0, 1)
+    assert p.decoder.norm_kind == "layer" and p.decoder.lm_head_bias and p.moe_block_class == "PhimoeSparseMoeBlock"

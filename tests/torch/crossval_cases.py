@@ -53,6 +53,34 @@ SMOLLM3 = dict(_SMALL, model_type="smollm3", no_rope_layer_interval=2, tie_word_
 HELIUM = dict(_SMALL, model_type="helium", head_dim=32)
 STARCODER2 = dict(_SMALL, model_type="starcoder2", intermediate_size=1024, hidden_act="gelu_pytorch_tanh")
 SEED_OSS = dict(_SMALL, model_type="seed_oss", head_dim=32, attention_dropout=0.0, residual_dropout=0.1)
+# parallel attention + MLP blocks, LayerNorm with bias, plain GELU MLPs (decomposed gelu_new), cat-built partial
+# rotary q/k; GPT-NeoX's fused query_key_value whose value view keeps the whole output
+PHI = dict(_SMALL, model_type="phi", intermediate_size=1024, num_key_value_heads=8, hidden_act="gelu_new",
+           partial_rotary_factor=0.5, resid_pdrop=0.1)
+PHI_GQA = dict(PHI, num_key_value_heads=2)
+GPT_NEOX = dict(_SMALL, model_type="gpt_neox", intermediate_size=1024, rotary_pct=0.25)
+# GPT-OSS: attention sinks (eager only: transformers has no SDPA path for them), biased experts with the clamped
+# SwiGLU, top-4 of 8, alternating sliding/full layers
+GPT_OSS = dict(_SMALL, model_type="gpt_oss", head_dim=32, intermediate_size=128, num_local_experts=8,
+               num_experts_per_tok=4, sliding_window=128)
+# CohereLayerNorm (fp32, no bias) feeding attention and MLP in parallel; OLMo-1's non-parametric LayerNorm; StableLM
+# per-head q/k LayerNorms + parallel residual; Nemotron's LayerNorm1P + ReLU² MLP; Granite-MoE; Phi-3.5-MoE's
+# LayerNorm + sparsemixer; Falcon (multi-query SDPA on the math kernel; new architecture with expanded K/V)
+COHERE = dict(_SMALL, model_type="cohere")
+COHERE2 = dict(_SMALL, model_type="cohere2", sliding_window=4096)
+OLMO = dict(_SMALL, model_type="olmo")
+STABLELM = dict(_SMALL, model_type="stablelm", partial_rotary_factor=0.25, qk_layernorm=True,
+                use_parallel_residual=True, use_qkv_bias=True)
+NEMOTRON = dict(_SMALL, model_type="nemotron", partial_rotary_factor=0.5)
+GRANITEMOE = dict(_SMALL, model_type="granitemoe", intermediate_size=128, num_local_experts=8, num_experts_per_tok=4,
+                  embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0078125, logits_scaling=8.0)
+PHIMOE = dict(_SMALL, model_type="phimoe", intermediate_size=128, num_local_experts=8, num_experts_per_tok=2)
+FALCON = {"model_type": "falcon", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 4000,
+          "max_position_embeddings": 4096, "pad_token_id": 0}
+FALCON_NEW = dict(FALCON, new_decoder_architecture=True, num_kv_heads=2)
+# Llama-4 text: every token through every expert (repeat + bmm), a shared expert, L2 q/k norms
+LLAMA4 = dict(_SMALL, model_type="llama4_text", intermediate_size=128, intermediate_size_mlp=704, head_dim=32,
+              num_local_experts=4, num_experts_per_tok=1)
 
 TOWERS: dict[str, dict[str, Any]] = {
     "tiny-clip": {"model_type": "clip_vision_model", "hidden_size": 128, "intermediate_size": 512,
@@ -73,6 +101,18 @@ LLAVA_HF = {"model_type": "llava", "text_config": dict(LLAMA),
                               "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 112, "patch_size": 14},
             "image_token_index": 3999, "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
             "image_seq_length": 64}
+# Qwen2-VL / Qwen2.5-VL: tiny packed towers on 224 x 168 images (16 x 12 patches, 48 LLM tokens per image;
+# Qwen2.5-VL: 112 px windows of unequal size on this grid, full attention in layers 1 and 3)
+_QWEN_VL_TEXT = dict(QWEN2, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]})
+_QWEN_VL_IDS = {"image_token_id": 5990, "video_token_id": 5991, "vision_start_token_id": 5992,
+                "vramplan_image_size": [224, 168]}
+QWEN2_VL = {"model_type": "qwen2_vl", "text_config": dict(_QWEN_VL_TEXT, model_type="qwen2_vl_text"),
+            "vision_config": {"depth": 2, "embed_dim": 128, "hidden_size": 256, "num_heads": 4, "mlp_ratio": 4,
+                              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}, **_QWEN_VL_IDS}
+QWEN2_5_VL = {"model_type": "qwen2_5_vl", "text_config": dict(_QWEN_VL_TEXT, model_type="qwen2_5_vl_text"),
+              "vision_config": {"depth": 4, "hidden_size": 128, "intermediate_size": 256, "out_hidden_size": 256,
+                                "num_heads": 4, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                                "window_size": 112, "fullatt_block_indexes": [1, 3]}, **_QWEN_VL_IDS}
 
 PARALLEL_KEYS = ("engine", "zero", "offload_optimizer", "offload_param", "fsdp_sharding")
 
@@ -134,6 +174,34 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("starcoder2-mixed", STARCODER2, S()),
     ("starcoder2-lora", STARCODER2, S(method="lora")),
     ("starcoder2-sv-ckpt", dict(STARCODER2, vocab_size=1000), S(grad_ckpt="full", precision="bf16-pure")),
+    # parallel blocks: one LayerNorm feeding attention and a gelu_new MLP (Phi-2)
+    ("phi-bf16", PHI, S(precision="bf16-pure")),
+    ("phi-mixed", PHI, S()),
+    ("phi-lora", PHI, S(method="lora")),
+    ("phi-gqa-sdpa-bf16", PHI_GQA, S(precision="bf16-pure", attention="sdpa")),
+    ("phi-sv-eager", dict(PHI, vocab_size=1000), S(attention="eager", seq_len=256)),
+    # GPT-OSS (eager attention with sinks; MoE with router/expert biases and the clamped SwiGLU)
+    ("gpt-oss-eager-bf16", GPT_OSS, S(precision="bf16-pure", attention="eager", seq_len=256)),
+    ("gpt-oss-eager-mixed", GPT_OSS, S(attention="eager", seq_len=256)),
+    ("gpt-oss-eager-mixed-ckpt", GPT_OSS, S(attention="eager", seq_len=256, grad_ckpt="full")),
+    ("gpt-oss-eager-lora", GPT_OSS, S(attention="eager", seq_len=256, method="lora")),
+    ("gpt-oss-eager-zero2", GPT_OSS, S(attention="eager", seq_len=256, engine="deepspeed", zero=2, gpus=4)),
+    # LayerNorm variants, parallel residuals, ReLU² (Cohere, OLMo-1, StableLM, Nemotron), MoE (Granite-MoE, PhiMoE)
+    ("cohere-bf16", COHERE, S(precision="bf16-pure")),
+    ("cohere-mixed", COHERE, S()),
+    ("cohere-lora", COHERE, S(method="lora")),
+    ("cohere2-sdpa-ckpt", COHERE2, S(attention="sdpa", grad_ckpt="full")),
+    ("olmo-bf16", OLMO, S(precision="bf16-pure")),
+    ("olmo-lora", OLMO, S(method="lora")),
+    ("stablelm-qknorm-bf16", STABLELM, S(precision="bf16-pure")),
+    ("stablelm-qknorm-mixed", STABLELM, S()),
+    ("nemotron-bf16", NEMOTRON, S(precision="bf16-pure")),
+    ("nemotron-mixed", NEMOTRON, S()),
+    ("nemotron-lora", NEMOTRON, S(method="lora")),
+    ("granitemoe-mixed", GRANITEMOE, S()),
+    ("granitemoe-ckpt-zero2", GRANITEMOE, S(grad_ckpt="full", engine="deepspeed", zero=2, gpus=4)),
+    ("phimoe-bf16-ckpt", PHIMOE, S(precision="bf16-pure", grad_ckpt="full")),
+    ("phimoe-lora", PHIMOE, S(method="lora")),
     # optimizers: foreach temporaries, fused, no state, 8-bit states; optimizer-bound peaks
     ("opt-bound-foreach", LLAMA, S(micro_batch=1, seq_len=64)),
     ("opt-bound-fused", LLAMA, S(micro_batch=1, seq_len=64, optimizer="adamw-fused")),
@@ -182,5 +250,32 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("mgm-hd-zero2", MGM_HD, S(seq_len=512, micro_batch=1, grad_ckpt="full", engine="deepspeed", zero=2, gpus=4)),
     ("mgm-single-mixed", MGM, S(seq_len=256)),
     ("mgm-mixtral-zero3", MGM_MIXTRAL, S(seq_len=256, grad_ckpt="full", engine="deepspeed", zero=3, gpus=4)),
+    # Qwen-VL: packed dynamic-resolution towers (varlen attention), merger as the trainable connector
+    ("qwen2vl-mixed", QWEN2_VL, S(seq_len=256)),
+    ("qwen2vl-lora", QWEN2_VL, S(seq_len=256, method="lora")),
+    ("qwen2vl-tower-trains-bf16", QWEN2_VL, S(seq_len=256, precision="bf16-pure",
+                                              trainable=["llm", "projector", "vision"])),
+    ("qwen25vl-mixed", QWEN2_5_VL, S(seq_len=256)),
+    ("qwen25vl-tower-trains-eager", QWEN2_5_VL, S(seq_len=256, precision="bf16-pure", attention="eager",
+                                                  trainable=["llm", "projector", "vision"])),
+    ("qwen25vl-zero2-ckpt", QWEN2_5_VL, S(seq_len=256, grad_ckpt="full", engine="deepspeed", zero=2, gpus=4)),
+    # GPT-NeoX (layers of GPTNeoXLayer), Falcon (transformer.h; SDPA and eager only: with flash the trace runs
+    # Falcon's own SDPA call where GPUs run FalconFlashAttention2), Llama-4 (experts as torch.bmm)
+    ("gpt-neox-bf16", GPT_NEOX, S(precision="bf16-pure")),
+    ("gpt-neox-mixed", GPT_NEOX, S()),
+    ("gpt-neox-lora", GPT_NEOX, S(method="lora")),
+    ("gpt-neox-qlora", GPT_NEOX, S(method="qlora")),
+    ("gpt-neox-sdpa-ckpt", GPT_NEOX, S(attention="sdpa", grad_ckpt="full")),
+    ("falcon-mqa-sdpa-bf16", FALCON, S(precision="bf16-pure", attention="sdpa")),
+    ("falcon-mqa-sdpa-mixed", FALCON, S(attention="sdpa")),
+    ("falcon-mqa-sdpa-lora", FALCON, S(attention="sdpa", method="lora")),
+    ("falcon-eager", FALCON, S(attention="eager", seq_len=256)),
+    ("falcon-new-arch-sdpa-bf16", FALCON_NEW, S(attention="sdpa", precision="bf16-pure")),
+    ("llama4-bf16", LLAMA4, S(precision="bf16-pure")),
+    ("llama4-mixed", LLAMA4, S()),
+    ("llama4-lora", LLAMA4, S(method="lora")),
+    ("llama4-interleaved-mixed-ckpt", dict(LLAMA4, num_hidden_layers=4, interleave_moe_layer_step=2), S(grad_ckpt="full")),
 ]
 """(name, HF config dict, scenario dict without the model)."""
+
+

@@ -47,7 +47,7 @@ _NOT_MODELLED = {
 
 _NEAREST = {"llama4": "llama4_text", "gemma3": "gemma3_text", "qwen2_5": "qwen2", "qwen3_vl": "qwen2_vl",
             "mistral3": "mistral", "internlm2": "internlm3", "phi4": "phi3", "gemma3n": "gemma3_text",
-            "glm4_moe": "glm4", "granitemoe": "granite", "cohere2": "cohere", "exaone": "exaone4"}
+            "glm4_moe": "glm4", "exaone": "exaone4"}
 """A model_type and the supported one it is closest to in structure (used when difflib finds no near name)."""
 
 
@@ -84,8 +84,8 @@ def _vlm(c: Cfg, model_type: str, resolve: TowerResolver) -> VLMParts | None:
     backbone = mgm_backbone(c.data)
     if backbone is not None:
         return build_mgm(c, backbone, resolve)
-    if model_type == "qwen2_vl":
-        return build_qwen2_vl(c)
+    if model_type in ("qwen2_vl", "qwen2_5_vl"):
+        return build_qwen2_vl(c, model_type)
     if model_type in ("llava", "llava_llama", "llava_mistral"):
         if c.has("text_config") or (model_type == "llava" and not c.has("mm_vision_tower")):
             return build_llava_hf(c)

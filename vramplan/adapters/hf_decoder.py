@@ -239,6 +239,7 @@ def build_glm(c: Cfg) -> DecoderBuild:
     """``models/glm/modeling_glm.py``: q/k/v bias ``attention_bias`` (default True), o_proj without bias,
     fused ``gate_up_proj``, partial rotary (no parameters)."""
     d = _dense(c, "glm", qkv_bias=c.flag("attention_bias", True), o_bias=False, fused_gate_up=True)
+    d = replace(d, attention=replace(d.attention, rotary_cat=True))  # apply_rotary_pos_emb: torch.cat([q_embed, q_pass])
     return DecoderBuild(d, "GlmDecoderLayer")
 
 
@@ -247,6 +248,7 @@ def build_glm4(c: Cfg) -> DecoderBuild:
     ``post_mlp_layernorm`` on the branch outputs (four RMSNorms per layer, sandwich)."""
     d = _dense(c, "glm", qkv_bias=c.flag("attention_bias", True), o_bias=False, fused_gate_up=True, norms=4,
                norm_layout="sandwich")
+    d = replace(d, attention=replace(d.attention, rotary_cat=True))  # partial rotary via torch.cat, as GLM
     return DecoderBuild(d, "Glm4DecoderLayer")
 
 
@@ -259,6 +261,212 @@ def build_starcoder2(c: Cfg) -> DecoderBuild:
     p = float(c.raw("residual_dropout", 0.0) or 0.0)
     d = replace(d, gated_mlp=False, mlp_names=("", "c_fc", "c_proj"), residual_dropout=p > 0)
     return DecoderBuild(d, "Starcoder2DecoderLayer")
+
+
+_ACT_SAVED: dict[str, tuple[int, tuple[int, int]]] = {"gelu_new": (4, (1, 3)), "relu2": (1, (1, 1))}
+"""``hidden_act`` -> (``DecoderSpec.act_saved``, ``act_saved_autocast``) where its implementation saves more than
+one tensor (transformers ``activations.py``: ``NewGELUActivation`` is written out in elementwise ops,
+``ReLUSquaredActivation`` squares with ``torch.square``; GELU / GELU-tanh / SiLU are one kernel)."""
+
+
+def _act_saved(c: Cfg, default: str) -> tuple[int, tuple[int, int]]:
+    """``DecoderSpec.act_saved`` and ``act_saved_autocast`` for the config's ``hidden_act``."""
+    return _ACT_SAVED.get(str(c.data.get("hidden_act", c.data.get("activation", default))), (1, (1, 0)))
+
+
+def build_gpt_oss(c: Cfg) -> DecoderBuild:
+    """``models/gpt_oss/modeling_gpt_oss.py``: q/k/v/o with bias (``attention_bias``, default True), one learned
+    sink logit per head (``GptOssAttention.sinks``), head_dim default 64, alternating sliding/full layers
+    (``layer_types``; sliding_window 128), every layer ``GptOssMLP``: router Linear(h, E) with bias
+    (``GptOssTopKRouter``), experts ``gate_up_proj`` (E, h, 2i) + bias (E, 2i) and ``down_proj`` (E, i, h) + bias
+    (E, h) with i = ``intermediate_size``, clamped SwiGLU (``_apply_gate``), RMSNorm applying its weight in fp32
+    (``(self.weight * hidden_states).to(input_dtype)``). Experts are 3-D parameters, not ``nn.Linear``: PEFT's
+    module targets never reach them."""
+    d = _dense(c, "gpt_oss", qkv_bias=c.flag("attention_bias", True), o_bias=c.flag("attention_bias", True),
+               head_dim_default=64, kv_default=8)
+    moe = MoESpec(num_experts=c.integer("num_local_experts"), top_k=c.integer("num_experts_per_tok"),
+                  expert_intermediate=d.intermediate_size, router_bias=True, expert_bias=True, clamped_swiglu=True,
+                  expert_names=("experts.gate_proj", "experts.up_proj", "experts.down_proj"))
+    sliding = c.opt_int("sliding_window")
+    attention = replace(d.attention, sinks=True, sliding_window=sliding, rotary_cat=True)  # _apply_rotary_emb: cat
+    d = replace(_with_moe(d, moe, tuple(range(d.num_layers)), attention=attention), norm_weight_fp32=True)
+    return DecoderBuild(d, "GptOssDecoderLayer", "GptOssMLP",
+                        ("GPT-OSS experts are fused 3-D parameters (gate_up_proj, down_proj): LoRA targets reach "
+                         "attention only; released checkpoints are MXFP4-quantized experts, counted here unquantized",))
+
+
+def build_llama4_text(c: Cfg) -> DecoderBuild:
+    """``models/llama4/modeling_llama4.py`` (``Llama4ForCausalLM``, the text model of Llama-4 Scout/Maverick): Llama
+    attention (``attention_bias``, head_dim default 128), weightless L2 q/k norms on RoPE layers (``use_qk_norm``;
+    every ``no_rope_layer_interval``-th layer has neither), MoE in ``moe_layers`` (default every
+    ``interleave_moe_layer_step``-th layer): router Linear(h, E) without bias, experts ``gate_up_proj`` (E, h, 2i)
+    / ``down_proj`` (E, i, h) of ``intermediate_size`` run on every token (``Llama4TextMoe``: repeat + bmm), one
+    shared expert MLP of ``intermediate_size``; dense layers of ``intermediate_size_mlp``. Activations count the
+    q/k norms on every layer (they skip 1 in ``no_rope_layer_interval``)."""
+    data = dict(c.data)
+    data["intermediate_size"] = c.integer("intermediate_size_mlp", default=16384)
+    cc = Cfg(data, c.path)
+    d = _dense(cc, "llama4_text", head_dim_default=128)
+    layers = d.num_layers
+    step = c.integer("interleave_moe_layer_step", default=1)
+    if step < 1:
+        raise SpecError(f"{c.path}.interleave_moe_layer_step={step} must be at least 1")
+    listed = c.raw("moe_layers")
+    moe_layers = tuple(sorted(int(i) for i in listed)) if listed is not None else tuple(range(step - 1, layers, step))
+    moe_inter = c.integer("intermediate_size", default=8192)
+    moe = MoESpec(num_experts=c.integer("num_local_experts", default=16), top_k=c.integer("num_experts_per_tok", default=1),
+                  expert_intermediate=moe_inter, num_shared_experts=1, shared_intermediate=moe_inter,
+                  dense_dispatch=True, expert_names=("experts.gate_proj", "experts.up_proj", "experts.down_proj"))
+    attention = replace(d.attention, qk_l2_norm=c.flag("use_qk_norm", True))
+    return DecoderBuild(_with_moe(d, moe, moe_layers, attention=attention), "Llama4TextDecoderLayer", "Llama4TextMoe",
+                        ("Llama-4's transformers MoE runs every token through every expert (Llama4TextMoe: repeat + "
+                         "bmm): expert activations scale with num_local_experts",))
+
+
+def build_gpt_neox(c: Cfg) -> DecoderBuild:
+    """``models/gpt_neox/modeling_gpt_neox.py`` (Pythia): fused ``query_key_value`` Linear(h, 3h) and ``dense``
+    with bias (``attention_bias``, default True), MLP ``dense_h_to_4h``/``dense_4h_to_h`` always with bias, GELU,
+    two ``nn.LayerNorm`` with bias per layer, parallel residual (``use_parallel_residual``, default True:
+    ``x + attn(ln1(x)) + mlp(ln2(x))``), partial rotary (``rotary_pct``), untied ``embed_out``."""
+    bias = c.flag("attention_bias", True)
+    # GPTNeoXConfig has no num_key_value_heads: query_key_value is always Linear(h, 3h)
+    cc = Cfg({k: v for k, v in c.data.items() if k not in ("num_key_value_heads", "head_dim")}, c.path)
+    d = _dense(cc, "gpt_neox", qkv_bias=bias, o_bias=bias, mlp_bias=True, norm_kind="layer", fused=True,
+               fused_gate_up=False)
+    attention = replace(d.attention, qkv_name="query_key_value", o_name="dense", rotary_cat=True, value_views_qkv=True)
+    layout = "parallel" if c.flag("use_parallel_residual", True) else "pre"
+    d = replace(d, attention=attention, gated_mlp=False, mlp_names=("", "dense_h_to_4h", "dense_4h_to_h"),
+                norm_layout=layout,  # post_attention_dropout / post_mlp_dropout (hidden_dropout, default 0)
+                residual_dropout=float(c.raw("hidden_dropout", 0.0) or 0.0) > 0)
+    return DecoderBuild(d, "GPTNeoXLayer")
+
+
+def build_phi(c: Cfg) -> DecoderBuild:
+    """``models/phi/modeling_phi.py`` (Phi-1/1.5/2): q/k/v and ``dense`` with bias, MLP ``fc1``/``fc2`` with bias
+    (GELU-new), one ``nn.LayerNorm`` per layer feeding attention and MLP in parallel, partial rotary,
+    optional q/k LayerNorms over head_dim with bias (``qk_layernorm``), ``lm_head`` with bias, untied."""
+    d = _dense(c, "phi", qkv_bias=True, o_bias=True, mlp_bias=True, norm_kind="layer", norms=1,
+               norm_layout="parallel")
+    qk = 4 * d.attention.head_dim if c.flag("qk_layernorm", False) else 0
+    attention = replace(d.attention, o_name="dense", qk_norm_numel=qk, rotary_cat=True)
+    saved, fp32_saved = _act_saved(c, "gelu_new")
+    d = replace(d, attention=attention, gated_mlp=False, mlp_names=("", "fc1", "fc2"), lm_head_bias=True,
+                act_saved=saved, act_saved_autocast=fp32_saved,
+                residual_dropout=float(c.raw("resid_pdrop", 0.0) or 0.0) > 0)  # resid_dropout on both branches
+    return DecoderBuild(d, "PhiDecoderLayer")
+
+
+def build_falcon(c: Cfg) -> DecoderBuild:
+    """``models/falcon/modeling_falcon.py``: fused ``query_key_value`` of (heads + 2 kv) * head_dim with kv =
+    ``num_kv_heads`` (``new_decoder_architecture``), 1 (``multi_query``) or heads; ``dense``, MLP
+    ``dense_h_to_4h``/``dense_4h_to_h`` of ``ffn_hidden_size`` (default 4h), GELU; every linear with bias iff
+    ``bias``; ``nn.LayerNorm`` with bias: one per layer (parallel_attn), two (new architecture:
+    ``ln_attn``/``ln_mlp``, ``num_ln_in_parallel_attn``) or two sequential; tied by default. Reads the legacy
+    keys ``n_head``/``n_layer`` (``FalconConfig.attribute_map``)."""
+    data = dict(c.data)
+    for old, new in (("n_head", "num_attention_heads"), ("n_layer", "num_hidden_layers")):
+        if new not in data and old in data:
+            data[new] = data[old]
+    hidden = int(data.get("hidden_size", 0) or 0)
+    data["intermediate_size"] = data.get("ffn_hidden_size") or 4 * hidden  # FalconConfig has no intermediate_size
+    new_arch = bool(data.get("new_decoder_architecture", False))
+    heads = int(data.get("num_attention_heads", 0) or 0)
+    kv = int(data.get("num_kv_heads") or heads)
+    if not new_arch:
+        kv = 1 if data.get("multi_query", True) else heads
+    data["num_key_value_heads"] = kv
+    data.pop("head_dim", None)  # FalconConfig.head_dim is hidden // heads
+    cc = Cfg(data, c.path)
+    bias = cc.flag("bias", False)
+    parallel = cc.flag("parallel_attn", True)
+    n_ln = cc.opt_int("num_ln_in_parallel_attn") or (2 if new_arch else 1)
+    norms, layout = (2, "pre") if not parallel else ((2, "parallel") if new_arch and n_ln == 2 else (1, "parallel"))
+    d = _dense(cc, "falcon", qkv_bias=bias, o_bias=bias, mlp_bias=bias, norm_kind="layer", fused=True,
+               fused_gate_up=False, tie_default=True, norms=norms, norm_layout=layout)
+    # _split_heads: new architecture indexes K/V out ([-2], [-1]: copies) and broadcasts them to every query head;
+    # multi-query indexes one K/V head (copies); otherwise q/k/v are views of the fused output
+    attention = replace(d.attention, qkv_name="query_key_value", o_name="dense", kv_expanded=new_arch,
+                        sdpa_math_grouped=not new_arch, value_views_qkv=not new_arch and kv == heads)
+    d = replace(d, attention=attention, gated_mlp=False, mlp_names=("", "dense_h_to_4h", "dense_4h_to_h"))
+    notes = ("alibi=true (Falcon-RW): ALiBi adds no parameters; transformers runs it on the eager/SDPA path "
+             "with a bias tensor the estimate does not count",) if cc.flag("alibi", False) else ()
+    return DecoderBuild(d, "FalconDecoderLayer", notes=notes)
+
+
+def build_cohere(c: Cfg) -> DecoderBuild:
+    """``models/cohere/modeling_cohere.py`` (Command-R) and ``cohere2`` (Command-R7B, Command-A): Llama
+    modules (``attention_bias``), one ``CohereLayerNorm`` per layer (weight, no bias, fp32 statistics) feeding
+    attention and MLP in parallel, optional q/k LayerNorms over (heads, head_dim) and (kv, head_dim)
+    (``use_qk_norm``, cohere only), tied by default; head_dim = hidden // heads unless the config names it
+    (transformers 5.24 keeps an explicit ``head_dim`` over ``Cohere2Config.__post_init__``'s default)."""
+    model_type = str(c.raw("model_type", "cohere"))
+    cc = c
+    d = _dense(cc, "cohere", tie_default=True, norms=1, norm_layout="parallel", norm_kind="layer_nobias",
+               mlp_bias=False, qk_norm_full=model_type == "cohere" and cc.flag("use_qk_norm", False))
+    if model_type == "cohere2":
+        d = replace(d, attention=replace(d.attention, sliding_window=cc.opt_int("sliding_window")))
+    return DecoderBuild(d, "Cohere2DecoderLayer" if model_type == "cohere2" else "CohereDecoderLayer")
+
+
+def build_stablelm(c: Cfg) -> DecoderBuild:
+    """``models/stablelm/modeling_stablelm.py``: q/k/v bias ``use_qkv_bias``, o_proj without bias, gated MLP
+    without bias, ``nn.LayerNorm`` with bias: two per layer, or one feeding attention and MLP in parallel
+    (``use_parallel_residual``); per-head q/k LayerNorms without bias (``qk_layernorm``,
+    ``StableLmLayerNormPerHead``: heads + kv LayerNorm(head_dim)), partial rotary, untied by default."""
+    parallel = c.flag("use_parallel_residual", False)
+    d = _dense(c, "stablelm", qkv_bias=c.flag("use_qkv_bias", False), o_bias=False, mlp_bias=False,
+               norm_kind="layer", norms=1 if parallel else 2, norm_layout="parallel" if parallel else "pre",
+               qk_norm_full=c.flag("qk_layernorm", False))
+    # torch.cat((query_rot, query_pass), dim=-1); q/k LayerNorms per head
+    d = replace(d, attention=replace(d.attention, rotary_cat=True, qk_norm_per_head_layer=c.flag("qk_layernorm", False)))
+    return DecoderBuild(d, "StableLmDecoderLayer")
+
+
+def build_nemotron(c: Cfg) -> DecoderBuild:
+    """``models/nemotron/modeling_nemotron.py`` (Nemotron-3/4, Minitron): q/k/v/o with ``attention_bias``, plain
+    MLP ``up_proj``/``down_proj`` with ``mlp_bias`` and squared ReLU (``relu2``), two
+    ``NemotronLayerNorm1P`` (``nn.LayerNorm`` with bias, weight applied as ``1 + w``) per layer, partial
+    rotary (default 0.5), untied by default."""
+    d = _dense(c, "nemotron", qkv_bias=c.flag("attention_bias", False), o_bias=c.flag("attention_bias", False),
+               mlp_bias=c.flag("mlp_bias", False), norm_kind="layer")
+    # apply_rotary_pos_emb: torch.cat((q_embed, q_pass), dim=-1), even when q_pass is empty
+    saved, autocast_saved = _act_saved(c, "relu2")
+    d = replace(d, gated_mlp=False, mlp_names=("", "up_proj", "down_proj"), act_saved=saved,
+                act_saved_autocast=autocast_saved, attention=replace(d.attention, rotary_cat=True))
+    return DecoderBuild(d, "NemotronDecoderLayer")
+
+
+def build_olmo(c: Cfg) -> DecoderBuild:
+    """``models/olmo/modeling_olmo.py`` (OLMo-1, OLMo-1.7): Llama modules with ``attention_bias``, two
+    non-parametric LayerNorms per layer (``OlmoLayerNorm``: ``F.layer_norm`` without weight or bias, in fp32),
+    optional ``clip_qkv`` clamping (no parameters), untied by default."""
+    d = _dense(c, "olmo", norm_kind="none", mlp_bias=False)
+    notes = ("clip_qkv clamps q/k/v in place (no parameters)",) if c.raw("clip_qkv") is not None else ()
+    return DecoderBuild(d, "OlmoDecoderLayer", notes=notes)
+
+
+def build_granitemoe(c: Cfg) -> DecoderBuild:
+    """``models/granitemoe/modeling_granitemoe.py``: Granite attention and multipliers (``attention_bias``),
+    every layer ``GraniteMoeMoE``: router Linear(h, E) without bias, experts ``gate_up_proj`` (E, 2i, h) and
+    ``down_proj`` (E, h, i) with i = ``intermediate_size``, no shared expert (``granitemoeshared`` adds one)."""
+    d = _dense(c, "granite", o_bias=None)
+    moe = MoESpec(num_experts=c.integer("num_local_experts"), top_k=c.integer("num_experts_per_tok"),
+                  expert_intermediate=d.intermediate_size,
+                  expert_names=("experts.gate_proj", "experts.up_proj", "experts.down_proj"))
+    return DecoderBuild(_with_moe(d, moe, tuple(range(d.num_layers))), "GraniteMoeDecoderLayer", "GraniteMoeMoE")
+
+
+def build_phimoe(c: Cfg) -> DecoderBuild:
+    """``models/phimoe/modeling_phimoe.py`` (Phi-3.5-MoE): q/k/v/o with ``attention_bias``, ``nn.LayerNorm``
+    with bias (two per layer and the final one), every layer ``PhimoeSparseMoeBlock``: router Linear(h, E)
+    without bias (sparsemixer top-2), experts ``gate_up_proj``/``down_proj`` of ``intermediate_size``;
+    ``lm_head`` bias ``lm_head_bias``; untied."""
+    d = _dense(c, "phimoe", norm_kind="layer", mlp_bias=False)
+    moe = MoESpec(num_experts=c.integer("num_local_experts"), top_k=c.integer("num_experts_per_tok"),
+                  expert_intermediate=d.intermediate_size,
+                  expert_names=("experts.gate_proj", "experts.up_proj", "experts.down_proj"))
+    d = replace(_with_moe(d, moe, tuple(range(d.num_layers))), lm_head_bias=c.flag("lm_head_bias", False))
+    return DecoderBuild(d, "PhimoeDecoderLayer", "PhimoeSparseMoeBlock")
 
 
 def build_mixtral(c: Cfg) -> DecoderBuild:
@@ -435,6 +643,18 @@ DECODER_FAMILIES: dict[str, Callable[[Cfg], DecoderBuild]] = {
     "qwen": build_qwen1,
     "deepseek_v2": build_deepseek_v2,
     "deepseek_v3": build_deepseek_v3,
+    "gpt_oss": build_gpt_oss,
+    "llama4_text": build_llama4_text,
+    "granitemoe": build_granitemoe,
+    "phimoe": build_phimoe,
+    "gpt_neox": build_gpt_neox,
+    "phi": build_phi,
+    "falcon": build_falcon,
+    "cohere": build_cohere,
+    "cohere2": build_cohere,
+    "stablelm": build_stablelm,
+    "nemotron": build_nemotron,
+    "olmo": build_olmo,
 }
 """model_type -> builder for every decoder-only family."""
 

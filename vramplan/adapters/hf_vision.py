@@ -145,29 +145,85 @@ QWEN2_VL_MAX_PIXELS = 1280 * 28 * 28
 memory (1280 visual tokens). A 1120 x 896 image has exactly this many: 80 x 64 = 5120 patches of 14 px,
 merged 2 x 2 into 1280 LLM tokens. The processor's own default (max_pixels 12845056) allows 16384 tokens."""
 
+QWEN_VL_DEFAULT_IMAGE = (1120, 896)
+"""(width, height) of the image a Qwen-VL estimate assumes unless told: ``QWEN2_VL_MAX_PIXELS`` exactly."""
 
-def qwen2_vl_tower(v: Cfg) -> tuple[VisionTowerSpec, ConnectorSpec, int]:
-    """Qwen2-VL ``vision_config`` -> (tower without merger, merger connector, LLM tokens per image).
-    ``PatchMerger``: ln_q LayerNorm(e), mlp Linear(e*m^2, e*m^2) + GELU + Linear(e*m^2, hidden), biases."""
-    embed, depth, heads = v.integer("embed_dim"), v.integer("depth"), v.integer("num_heads")
+
+QWEN_VL_PROCESSOR_MAX_PIXELS = 12_845_056
+"""``Qwen2VLImageProcessor`` default ``max_pixels`` (16384 tokens of 28 x 28 px)."""
+
+
+def qwen_vl_smart_resize(width: int, height: int, factor: int = 28, min_pixels: int = 56 * 56,
+                         max_pixels: int = 14 * 14 * 4 * 1280) -> tuple[int, int]:
+    """(width, height) the Qwen2-VL/2.5-VL image processor feeds the tower
+    (``models/qwen2_vl/image_processing_qwen2_vl.py`` ``smart_resize``): both sides rounded to a multiple of
+    ``factor`` (patch x merge), scaled down to at most ``max_pixels`` or up to at least ``min_pixels`` keeping
+    the aspect ratio. ``max_pixels`` defaults to the 1280-token cap of the model cards (the processor's
+    own default, 12845056, is 16384 tokens)."""
+    import math
+
+    if max(height, width) / min(height, width) > 200:
+        raise SpecError(f"image {width}x{height}: the Qwen-VL processor rejects aspect ratios above 200")
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return w_bar, h_bar
+
+
+def qwen2_5_vl_vision_numel(embed: int, depth: int, inter: int, channels: int, patch: int, temporal: int) -> int:
+    """``models/qwen2_5_vl/modeling_qwen2_5_vl.py`` Qwen2_5_VisionTransformerPretrainedModel WITHOUT ``merger``:
+    Conv3d patch embed without bias; per block two RMSNorms (weight only), qkv Linear(e, 3e, bias), proj
+    Linear(e, e, bias), gate/up Linear(e, i, bias) and down Linear(i, e, bias) (``Qwen2_5_VLMLP(bias=True)``)."""
+    per_block = 2 * embed + (embed * 3 * embed + 3 * embed) + (embed * embed + embed)
+    per_block += 2 * (embed * inter + inter) + (inter * embed + embed)
+    return channels * temporal * patch * patch * embed + depth * per_block
+
+
+def qwen2_vl_tower(v: Cfg, image: tuple[int, int] | None = None,
+                   version: str = "qwen2_vl") -> tuple[VisionTowerSpec, ConnectorSpec, int]:
+    """Qwen2-VL / Qwen2.5-VL ``vision_config`` -> (tower without merger, merger connector, LLM tokens per
+    image) for one ``image`` = (width, height) after ``qwen_vl_smart_resize`` (default
+    ``QWEN_VL_DEFAULT_IMAGE``). ``PatchMerger``: ln_q (LayerNorm(e); Qwen2.5-VL RMSNorm(e)), mlp
+    Linear(e*m^2, e*m^2) + GELU + Linear(e*m^2, hidden), biases. Qwen2-VL's ``vision_config.hidden_size`` is
+    the LLM width (merger output) and ``embed_dim`` the tower width; Qwen2.5-VL's ``hidden_size`` is the
+    tower width and ``out_hidden_size`` the LLM width."""
+    qwen25 = version == "qwen2_5_vl"
+    if qwen25:
+        embed, out = v.integer("hidden_size"), v.integer("out_hidden_size")
+        inter = v.integer("intermediate_size")
+    else:
+        embed, out = v.integer("embed_dim"), v.integer("hidden_size")
+        inter = int(embed * v.raw("mlp_ratio", 4))
+    depth, heads = v.integer("depth"), v.integer("num_heads")
     patch, temporal = v.integer("patch_size", "spatial_patch_size"), v.integer("temporal_patch_size", default=2)
     merge, channels = v.integer("spatial_merge_size", default=2), v.integer("in_channels", "in_chans", default=3)
-    ratio = v.raw("mlp_ratio", 4)
-    mlp_hidden = int(embed * ratio)
-    hidden = v.integer("hidden_size")
     side = patch * merge
-    width, height = 1120 // side * side, 896 // side * side
+    # an explicit size is taken as what the processor passes on (its own max_pixels default, 12845056, applies);
+    # the default image sits at the model cards' 1280-token cap
+    width, height = (qwen_vl_smart_resize(*image, factor=side, max_pixels=QWEN_VL_PROCESSOR_MAX_PIXELS) if image
+                     else qwen_vl_smart_resize(*QWEN_VL_DEFAULT_IMAGE, factor=side))
     patches = (width // patch) * (height // patch)
+    if qwen25:
+        n = qwen2_5_vl_vision_numel(embed, depth, inter, channels, patch, temporal)
+        window = v.integer("window_size", default=112) // patch
+        window_patches, full = window * window, len(v.raw("fullatt_block_indexes", [7, 15, 23, 31]) or [])
+    else:
+        n, window_patches, full = qwen2_vl_vision_numel(embed, depth, inter, channels, patch, temporal), 0, 0
     tower = VisionTowerSpec(
-        name="vision", kind="vit", image_size=width, patch_size=patch, num_params=qwen2_vl_vision_numel(
-            embed, depth, mlp_hidden, channels, patch, temporal),
-        hidden_size=embed, num_layers=depth, num_heads=heads, intermediate_size=mlp_hidden, num_patches=patches,
-        positions_per_pass=patches, out_channels=embed,
-    )
+        name="vision", kind="vit", image_size=width, patch_size=patch, num_params=n, hidden_size=embed,
+        num_layers=depth, num_heads=heads, intermediate_size=inter, num_patches=patches,
+        positions_per_pass=patches, out_channels=embed, attention="packed", block=version,
+        window_patches=window_patches, full_attention_layers=full)
     wide = embed * merge * merge
-    merger = ConnectorSpec(name="merger", kind="merger", norm_numel=_layernorm(embed), linears=(
-        Linear(name="mlp.0", d_in=wide, d_out=wide, bias=True),
-        Linear(name="mlp.2", d_in=wide, d_out=hidden, bias=True)))
+    merger = ConnectorSpec(name="merger", kind="merger", norm_numel=embed if qwen25 else _layernorm(embed),
+                           norm="rmsnorm" if qwen25 else "layernorm", group=merge * merge, linears=(
+                               Linear(name="mlp.0", d_in=wide, d_out=wide, bias=True),
+                               Linear(name="mlp.2", d_in=wide, d_out=out, bias=True)))
     return tower, merger, patches // (merge * merge)
 
 

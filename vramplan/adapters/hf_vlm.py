@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from ..core.errors import SpecError
+from ..core.errors import ScenarioError, SpecError
 from ..core.model import ConnectorSpec, VisionTowerSpec
 from ._config import Cfg
 from .hf_decoder import SUBCONFIG_DEFAULTS, DecoderBuild, build_decoder
@@ -21,7 +21,7 @@ from .hf_vision import llava_projector, mgm_mining, qwen2_vl_tower, tower_from_c
 TowerResolver = Callable[[str], "Mapping[str, Any] | None"]
 """Maps a tower reference (``openai/clip-vit-large-patch14-336``) to its config dict, or None."""
 
-VLM_TYPES = ("llava", "llava_llama", "llava_mistral", "qwen2_vl", "mgm", "mgm_gemma", "mgm_mixtral")
+VLM_TYPES = ("llava", "llava_llama", "llava_mistral", "qwen2_vl", "qwen2_5_vl", "mgm", "mgm_gemma", "mgm_mixtral")
 """VLM ``model_type`` values (MGM's pre-rename ``mini_gemini*`` names are accepted too)."""
 
 
@@ -101,25 +101,70 @@ def build_llava_original(c: Cfg, model_type: str, resolve: TowerResolver) -> VLM
     return VLMParts(build, (tower,), (projector,), positions, notes)
 
 
-def build_qwen2_vl(c: Cfg) -> VLMParts:
-    """``models/qwen2_vl/modeling_qwen2_vl.py`` Qwen2VLForConditionalGeneration: a Qwen2 decoder (q/k/v
-    bias) from the top-level keys or ``text_config``, the vision transformer (tower) and its
-    ``PatchMerger`` (connector, so that it can train while the tower stays frozen)."""
+def build_qwen2_vl(c: Cfg, model_type: str = "qwen2_vl", image: tuple[int, int] | None = None) -> VLMParts:
+    """``models/qwen2_vl/modeling_qwen2_vl.py`` Qwen2VLForConditionalGeneration and
+    ``models/qwen2_5_vl/modeling_qwen2_5_vl.py`` Qwen2_5_VLForConditionalGeneration: a Qwen2 decoder (q/k/v
+    bias) from the top-level keys or ``text_config``, the vision transformer (tower) and its ``PatchMerger``
+    (connector, so that it can train while the tower stays frozen). ``image`` = (width, height) of the
+    images (default ``QWEN_VL_DEFAULT_IMAGE``; also ``vramplan_image_size`` in the config)."""
     text = c.sub("text_config") if c.has("text_config") else c
     build = build_decoder(text, "qwen2")
     tie = c.flag("tie_word_embeddings", build.decoder.tie_embeddings)
+    layer_class = "Qwen2_5_VLDecoderLayer" if model_type == "qwen2_5_vl" else "Qwen2VLDecoderLayer"
     build = replace(build, decoder=replace(build.decoder, tie_embeddings=tie or build.decoder.tie_embeddings),
-                    decoder_layer_class="Qwen2VLDecoderLayer")
+                    decoder_layer_class=layer_class)
     vision = c.sub("vision_config")
-    if vision.has("hidden_size") and vision.integer("hidden_size") != build.decoder.hidden_size:
-        raise SpecError(f"config.vision_config.hidden_size={vision.integer('hidden_size')} must equal the LLM "
-                        f"hidden_size={build.decoder.hidden_size} (the merger's output width)")
-    vision = Cfg(vision.data, vision.path, {"hidden_size": build.decoder.hidden_size})
-    tower, merger, tokens = qwen2_vl_tower(vision)
-    note = (f"Qwen2-VL image: {tower.num_patches} patches / {tokens} LLM tokens per image, i.e. a 1120x896 image "
-            "at max_pixels=1280*28*28 (the processor default, 12845056 px, allows up to 16384 tokens); "
-            "the merger (ln_q + 2-layer MLP) is counted as a connector, not in the tower")
-    return VLMParts(build, (tower,), (merger,), tokens, (note,))
+    width_key = "out_hidden_size" if model_type == "qwen2_5_vl" else "hidden_size"
+    notes: tuple[str, ...] = ()
+    if vision.has(width_key) and vision.integer(width_key) != build.decoder.hidden_size:
+        # transformers builds it (the defaults of AutoConfig.for_model do: 3584 vs 8192) but cannot run it
+        notes = (f"config.vision_config.{width_key}={vision.integer(width_key)} differs from the LLM hidden_size="
+                 f"{build.decoder.hidden_size}: the merger is counted as configured, but such a model cannot merge "
+                 "image features into the text (masked_scatter width mismatch)",)
+    defaults: dict[str, object] = {width_key: build.decoder.hidden_size}
+    if model_type == "qwen2_5_vl":  # Qwen2_5_VLVisionConfig defaults (a released config states them all)
+        defaults.update(hidden_size=1280, intermediate_size=3420, depth=32, num_heads=16, patch_size=14,
+                        window_size=112, fullatt_block_indexes=[7, 15, 23, 31])
+    vision = Cfg(vision.data, vision.path, defaults)
+    tower, merger, tokens = qwen2_vl_tower(vision, image or image_size_of(c), model_type)
+    name = "Qwen2.5-VL" if model_type == "qwen2_5_vl" else "Qwen2-VL"
+    height = tower.num_patches // (tower.image_size // tower.patch_size) * tower.patch_size
+    note = (f"{name} image: {tower.image_size}x{height} px after the processor's smart_resize = "
+            f"{tower.num_patches} patches / {tokens} LLM tokens per image (set train.image_size [w, h]; the "
+            "default 1120x896 is max_pixels=1280*28*28 of the model card, the processor default 12845056 px "
+            "allows up to 16384 tokens); the merger is counted as a connector, not in the tower")
+    return VLMParts(build, (tower,), (merger,), tokens, (note, *notes))
+
+
+DYNAMIC_RESOLUTION_TYPES = ("qwen2_vl", "qwen2_5_vl")
+"""VLM ``model_type`` values whose tokens per image follow the image size (the others resize to a fixed size)."""
+
+
+def with_image_size(config: dict[str, Any], image_size: tuple[int, int] | None) -> dict[str, Any]:
+    """``config`` with the scenario's ``train.image_size`` as ``vramplan_image_size`` (a copy; unchanged when
+    None). Refuses a model whose vision tower takes one fixed size, naming it."""
+    if image_size is None:
+        return config
+    model_type = str(config.get("model_type") or "").lower()
+    if model_type not in DYNAMIC_RESOLUTION_TYPES:
+        vision = config.get("vision_config")
+        fixed = vision.get("image_size") if isinstance(vision, Mapping) else None
+        what = f"resizes every image to {fixed} px" if fixed else "has no dynamic-resolution vision tower"
+        raise ScenarioError("train.image_size", list(image_size), f"does not apply: model_type={model_type!r} {what}",
+                            "image_size sizes Qwen2-VL / Qwen2.5-VL images; drop it for this model")
+    return {**config, "vramplan_image_size": [int(image_size[0]), int(image_size[1])]}
+
+
+def image_size_of(c: Cfg) -> tuple[int, int] | None:
+    """``vramplan_image_size`` of a config: [width, height] (or one side of a square) of the images the
+    estimate assumes, for the families whose token count follows the image (Qwen-VL); None when absent."""
+    raw = c.raw("vramplan_image_size")
+    if raw is None:
+        return None
+    sides = list(raw) if isinstance(raw, (list, tuple)) else [raw, raw]
+    if len(sides) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in sides):
+        raise SpecError(f"config.vramplan_image_size={raw!r} must be [width, height] in pixels (positive ints)")
+    return int(sides[0]), int(sides[1])
 
 
 def mgm_backbone(config: Mapping[str, Any]) -> str | None:

@@ -19,6 +19,7 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -49,7 +50,7 @@ from ..core.units import GB, GiB
 TOP_KEYS = {"model", "train", "hardware", "parallel", "headroom", "name", "description"}
 TRAIN_KEYS = {
     "method", "trainable", "lora", "precision", "optimizer", "micro_batch", "grad_accum", "seq_len",
-    "images_per_sample", "grad_ckpt", "attention", "loss",
+    "images_per_sample", "image_size", "grad_ckpt", "attention", "loss",
 }
 LORA_KEYS = {"r", "alpha", "targets", "dropout"}
 HARDWARE_KEYS = {"gpu", "gpus_per_node", "nodes", "host_ram_gb"}
@@ -181,6 +182,27 @@ def parse_parts(field: str, value: Any) -> tuple[Part, ...]:
     return tuple(parts)
 
 
+def parse_image_size(field: str, value: Any) -> tuple[int, int]:
+    """``[width, height]``, ``"WxH"`` or one number (a square) -> (width, height) in pixels."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", value.lower())
+        if m is None:
+            raise ScenarioError(field, value, "must be [width, height] in pixels", "e.g. [1120, 896] or 1120x896")
+        parts: list[Any] = [m.group(1), m.group(2) or m.group(1)]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value, value]
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise ScenarioError(field, value, "must be [width, height] in pixels", "e.g. [1120, 896] or 1120x896")
+    width, height = (parse_int(field, p) for p in parts)
+    if width is None or height is None or width < 1 or height < 1:
+        raise ScenarioError(field, value, "must be positive pixel sizes", "e.g. [1120, 896]")
+    return width, height
+
+
 def train_from_dict(data: Mapping[str, Any]) -> TrainSpec:
     """``train:`` section -> TrainSpec."""
     _check_keys("train", data, TRAIN_KEYS)
@@ -198,6 +220,8 @@ def train_from_dict(data: Mapping[str, Any]) -> TrainSpec:
     for key in ("micro_batch", "grad_accum", "seq_len", "images_per_sample"):
         if key in data:
             kwargs[key] = parse_int(f"train.{key}", data[key])
+    if data.get("image_size") is not None:
+        kwargs["image_size"] = parse_image_size("train.image_size", data["image_size"])
     if "trainable" in data:
         kwargs["trainable"] = parse_parts("train.trainable", data["trainable"])
     if "lora" in data:
@@ -264,8 +288,9 @@ def scenario_from_dict(data: Mapping[str, Any], model: ModelSpec | None = None) 
         ref = data.get("model")
         if not ref:
             raise ScenarioError("model", ref, "is required", "give a preset (vramplan models), a config.json path or a Hub id")
-        model = load_model(str(ref))
     train = train_from_dict(_section(data, "train"))
+    if model is None:  # a given model already reflects the image size (it was built for this scenario)
+        model = load_model(str(ref), image_size=train.image_size)
     if not model.is_vlm and "images_per_sample" not in _section(data, "train"):
         train = replace(train, images_per_sample=0)
     hw = _section(data, "hardware")
@@ -323,6 +348,7 @@ def scenario_to_dict(scn: Scenario, model_ref: str | None = None) -> dict[str, A
             "grad_accum": t.grad_accum,
             "seq_len": t.seq_len,
             "images_per_sample": t.images_per_sample,
+            **({"image_size": list(t.image_size)} if t.image_size is not None else {}),
             "grad_ckpt": t.grad_ckpt.value,
             "attention": t.attention.value,
             "loss": t.loss.value,

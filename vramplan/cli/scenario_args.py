@@ -37,6 +37,7 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, positional: bool = T
     t.add_argument("--grad-accum", type=int)
     t.add_argument("--seq-len", type=int, help="tokens per sample, image tokens included")
     t.add_argument("--images-per-sample", type=int)
+    t.add_argument("--image-size", metavar="WxH", help="image size in pixels for Qwen2-VL/2.5-VL, e.g. 1120x896 (sets the tokens per image)")
     t.add_argument("--grad-ckpt", help="none | selective | full")
     t.add_argument("--attention", help="flash | sdpa | eager")
     t.add_argument("--loss", help="standard | chunked")
@@ -113,7 +114,7 @@ def scenario_dict_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], s
     simple_train = {
         "method": args.method, "precision": args.precision, "optimizer": args.optimizer,
         "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "seq_len": args.seq_len,
-        "images_per_sample": args.images_per_sample, "grad_ckpt": args.grad_ckpt,
+        "images_per_sample": args.images_per_sample, "image_size": args.image_size, "grad_ckpt": args.grad_ckpt,
         "attention": args.attention, "loss": args.loss, "trainable": args.trainable,
     }
     for key, value in simple_train.items():

@@ -82,6 +82,31 @@ class AttentionSpec:
     logit_softcap: bool = False
     """Attention-score soft-capping (Gemma-2 ``attn_logit_softcapping``): ``tanh`` on the scores, which the
     eager path keeps for backward."""
+    qk_l2_norm: bool = False
+    """Weightless L2 norms on q and k after RoPE (Llama-4 ``Llama4TextL2Norm``, ``use_qk_norm``)."""
+    sinks: bool = False
+    """One learned attention-sink logit per head (GPT-OSS ``GptOssAttention.sinks``, ``num_heads`` parameters)."""
+    qkv_name: str = "qkv_proj"
+    """Module name of the fused q/k/v projection (GPT-NeoX, Falcon: ``query_key_value``)."""
+    o_name: str = "o_proj"
+    """Module name of the output projection (GPT-NeoX, Phi-1/2, Falcon: ``dense``)."""
+    rotary_cat: bool = False
+    """q and k are rebuilt by ``torch.cat`` (partial rotary: GPT-NeoX, Phi-1/2, StableLM, GLM; GPT-OSS's
+    ``_apply_rotary_emb``), contiguous head-major: the attention output comes back head-major too and
+    o_proj reads a contiguous copy of it."""
+    qk_norm_per_head_layer: bool = False
+    """The q/k norms are one ``nn.LayerNorm(head_dim)`` per head (StableLM ``StableLmLayerNormPerHead``), applied
+    to slices of the projection outputs and concatenated."""
+    kv_expanded: bool = False
+    """K and V are materialised at every query head before the kernel (Falcon's new decoder architecture:
+    ``FalconAttention._split_heads`` indexes them out of the fused output, ``broadcast_to`` and ``flatten``)."""
+    sdpa_math_grouped: bool = False
+    """Calls ``F.scaled_dot_product_attention`` itself with fewer k/v heads than query heads and no
+    ``enable_gqa`` (Falcon's multi-query ``FalconAttention``): PyTorch's fused kernels refuse it and the math
+    kernel runs, upcast to fp32."""
+    value_views_qkv: bool = False
+    """The value is a view of the fused q/k/v output (GPT-NeoX ``query_key_value(...).chunk(3)``): while the
+    attention kernel keeps v, the whole fused output stays allocated."""
 
     @property
     def q_dim(self) -> int:
@@ -122,20 +147,20 @@ class AttentionSpec:
             out.append(Linear(name="o_proj", d_in=self.num_heads * m.v_head_dim, d_out=hidden, bias=self.o_bias))
             return out
         if self.fused_qkv:
-            qkv = [Linear(name="qkv_proj", d_in=hidden, d_out=self.q_dim + 2 * self.kv_dim, bias=self.qkv_bias)]
+            qkv = [Linear(name=self.qkv_name, d_in=hidden, d_out=self.q_dim + 2 * self.kv_dim, bias=self.qkv_bias)]
         else:
             qkv = [
                 Linear(name="q_proj", d_in=hidden, d_out=self.q_dim, bias=self.qkv_bias),
                 Linear(name="k_proj", d_in=hidden, d_out=self.kv_dim, bias=self.qkv_bias),
                 Linear(name="v_proj", d_in=hidden, d_out=self.kv_dim, bias=self.qkv_bias),
             ]
-        return qkv + [Linear(name="o_proj", d_in=self.q_dim, d_out=hidden, bias=self.o_bias)]
+        return qkv + [Linear(name=self.o_name, d_in=self.q_dim, d_out=hidden, bias=self.o_bias)]
 
     def norm_numel(self) -> int:
-        """Weights of norms inside attention (q/k norms; MLA's latent norms)."""
+        """Small per-layer vectors inside attention: q/k norms, MLA's latent norms, GPT-OSS's sinks."""
         if self.mla is not None:
             return self.mla.kv_lora_rank + (self.mla.q_lora_rank or 0)
-        return self.qk_norm_numel
+        return self.qk_norm_numel + (self.num_heads if self.sinks else 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +179,24 @@ class MoESpec:
     """DeepSeek-V3 ``e_score_correction_bias`` (num_experts)."""
     expert_names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
     """Module names of an expert's gate, up and down projections (Mixtral: w1, w3, w2)."""
+    router_bias: bool = False
+    """The router Linear(h, E) has a bias (GPT-OSS ``GptOssTopKRouter.bias``)."""
+    expert_bias: bool = False
+    """Every expert projection has a bias (GPT-OSS ``gate_up_proj_bias`` (E, 2i), ``down_proj_bias`` (E, h))."""
+    dense_dispatch: bool = False
+    """Every token runs through every expert, scaled by its (mostly zero) routing score (Llama-4
+    ``Llama4TextMoe``: ``hidden_states.repeat(num_experts, 1) * router_scores`` and one ``torch.bmm`` over all
+    experts): activations scale with ``num_experts``, not ``top_k``; compute and active parameters with top_k."""
+    clamped_swiglu: bool = False
+    """GPT-OSS's expert activation (``GptOssExperts._apply_gate``): ``gate.clamp(max=limit)``,
+    ``up.clamp(-limit, limit)``, ``glu = gate * sigmoid(gate * alpha)``, ``(up + 1) * glu`` -- per routed token it
+    keeps the clamped gate, the sigmoid, glu and up + 1 (4 i) where SwiGLU keeps the SiLU output (i)."""
+
+
+    @property
+    def rows_per_token(self) -> int:
+        """Expert rows each token adds to the expert activations: top_k, or every expert (``dense_dispatch``)."""
+        return self.num_experts if self.dense_dispatch else self.top_k
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +213,16 @@ class DecoderSpec:
     mlp_names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
     """Module names of the dense MLP's gate, up and down projections (StarCoder2: -, c_fc, c_proj)."""
     mlp_bias: bool = False
+    act_saved: int = 1
+    """Tensors of the intermediate width the activation of a plain (non-gated) MLP saves, besides the down
+    projection's input: 1 for one-kernel activations (GELU, GELU-tanh: their input; ReLU² ``relu`` then
+    ``square``: the ReLU output), 4 for ``NewGELUActivation`` (``gelu_new``, Phi-1/2:
+    ``0.5 * x * (1 + tanh(c * (x + 0.044715 * x**3)))`` keeps x, the tanh output, 0.5·x and 1 + tanh)."""
+    act_saved_autocast: tuple[int, int] = (1, 0)
+    """(16-bit, fp32) tensors the activation saves under 16-bit autocast, where ``torch.pow`` (autocast's fp32
+    list) upcasts: ``gelu_new`` (1, 3) -- pow saves an fp32 copy of x and the tanh chain after it is fp32, 0.5·x
+    stays 16-bit; ReLU² (1, 1) -- ``torch.square`` of the 16-bit ReLU output saves an fp32 copy of it
+    (``ReLUSquaredActivation``: ``torch.square(F.relu(x))``)."""
     fused_gate_up: bool = False
     """Gate and up projections are one ``gate_up_proj`` Linear(h, 2i) (Phi-3); same count, other LoRA names."""
     moe: MoESpec | None = None
@@ -247,10 +300,10 @@ class DecoderSpec:
         h, e, i = self.hidden_size, moe.num_experts, moe.expert_intermediate
         g, u, d = moe.expert_names
         out = [
-            Linear(name="gate", d_in=h, d_out=e),
-            Linear(name=g, d_in=h, d_out=i, count=e, expert=True),
-            Linear(name=u, d_in=h, d_out=i, count=e, expert=True),
-            Linear(name=d, d_in=i, d_out=h, count=e, expert=True),
+            Linear(name="gate", d_in=h, d_out=e, bias=moe.router_bias),
+            Linear(name=g, d_in=h, d_out=i, count=e, expert=True, bias=moe.expert_bias),
+            Linear(name=u, d_in=h, d_out=i, count=e, expert=True, bias=moe.expert_bias),
+            Linear(name=d, d_in=i, d_out=h, count=e, expert=True, bias=moe.expert_bias),
         ]
         if moe.num_shared_experts and moe.shared_intermediate:
             out += self.dense_mlp_linears(moe.shared_intermediate, prefix="shared_experts.")
@@ -361,6 +414,17 @@ class VisionTowerSpec:
     """Channels of the tower output handed to the connector (MGM aux: 2880 concatenated)."""
     aux_positions_per_image: int = 0
     """Total output positions per image over all passes (MGM-HD aux: 4 x 192^2 + 96^2 ... as MGM crops)."""
+    attention: str = "eager"
+    """``eager``: the tower runs eager attention (LLaVA/MGM repos' CLIP); ``packed``: transformers' Qwen-VL
+    towers, all images in one packed sequence with per-image (varlen) attention following the scenario's
+    kernel (no (L x L) matrix with flash/SDPA)."""
+    block: str = "vit"
+    """Layer layout of a trained tower: ``vit`` (CLIP/SigLIP, Korthikanti), ``qwen2_vl`` (LayerNorm, fp32
+    rotary, QuickGELU MLP), ``qwen2_5_vl`` (RMSNorm, fp32 rotary, gated SiLU MLP with biases)."""
+    window_patches: int = 0
+    """Patches per attention window in windowed layers (Qwen2.5-VL: 112 px windows = 64 patches); 0: none."""
+    full_attention_layers: int = 0
+    """Layers attending over the whole image when the others are windowed (Qwen2.5-VL ``fullatt_block_indexes``)."""
 
     @property
     def patches_per_pass(self) -> int:
@@ -385,6 +449,10 @@ class ConnectorSpec:
     """``mlp`` (LLaVA mlp2x_gelu), ``mgm_mining`` (MGM vlm_uni heads), ``merger`` (Qwen2-VL)."""
     linears: tuple[Linear, ...]
     norm_numel: int = 0
+    norm: str = "layernorm"
+    """The input norm of a ``merger``: ``layernorm`` (Qwen2-VL ``ln_q``) or ``rmsnorm`` (Qwen2.5-VL)."""
+    group: int = 1
+    """Tower positions merged into one connector input row (Qwen-VL merger: spatial_merge_size^2 = 4)."""
 
     @property
     def num_params(self) -> int:

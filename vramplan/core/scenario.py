@@ -115,9 +115,17 @@ class FsdpSharding(Choice):
 
 
 LORA_TARGET_ALIASES = {"c_attn": "qkv_proj", "query_key_value": "qkv_proj", "Wqkv": "qkv_proj", "c_proj": "o_proj"}
-"""Fused-projection names of remote-code families mapped to vramplan's module names."""
+"""Fused-projection names of remote-code families mapped to vramplan's module names; used only for a target
+that names no linear of the model itself (StarCoder2's ``c_proj`` is its MLP down projection)."""
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Llama's names for every linear of a decoder layer. As the default they stand for what PEFT's ``all-linear``
+adapts in any family: every ``nn.Linear`` of attention and of the dense MLP / shared experts, whatever the family
+calls them (StarCoder2 ``c_fc``/``c_proj``, GPT-NeoX ``query_key_value``/``dense``/``dense_h_to_4h``/
+``dense_4h_to_h``, Phi ``dense``/``fc1``/``fc2``, Phi-3 ``qkv_proj``/``gate_up_proj``); not the MoE router or
+Qwen-MoE's shared-expert gate, and not fused 3-D expert parameters, which are no ``nn.Linear`` (PEFT
+``tuners_utils``: all-linear = the ``nn.Linear`` modules but the output layer).
+Routed experts still match these names where vramplan names them so (Qwen-MoE), as before."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +162,9 @@ class TrainSpec:
     """Tokens per sample entering the LLM, image tokens included."""
     images_per_sample: int = 1
     """Images per sample for VLMs (0 for text-only)."""
+    image_size: tuple[int, int] | None = None
+    """(width, height) in pixels of the training images, for dynamic-resolution towers (Qwen2-VL/2.5-VL); None:
+    the model's default. The adapters fold it into the model spec (patches and LLM tokens per image)."""
     grad_ckpt: GradCkpt = GradCkpt.FULL
     attention: Attention = Attention.FLASH
     loss: Loss = Loss.STANDARD
@@ -165,6 +176,8 @@ class TrainSpec:
                 raise ScenarioError(f"train.{name}", value, "must be a whole number >= 1")
         if self.images_per_sample < 0:
             raise ScenarioError("train.images_per_sample", self.images_per_sample, "must be >= 0")
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise ScenarioError("train.image_size", self.image_size, "must be [width, height] in pixels", "e.g. [1120, 896]")
 
     @property
     def tokens_per_micro_batch(self) -> int:
@@ -287,14 +300,23 @@ class Scenario:
 
     def lora_linear_names(self) -> set[str]:
         """Decoder linear names that LoRA adapts under ``train.lora.targets``."""
-        targets = {LORA_TARGET_ALIASES.get(t, t) for t in self.train.lora.targets}
-        names: set[str] = set()
         dec = self.model.decoder
-        for index in {0, *dec.moe_layers[:1]}:
-            for lin in dec.layer_linears(index):
-                short = lin.name.split(".")[-1]
-                if "all-linear" in targets or "all_linear" in targets or short in targets or lin.name in targets:
+        linears = [lin for index in {0, *dec.moe_layers[:1]} for lin in dec.layer_linears(index)]
+        own = {lin.name for lin in linears} | {lin.name.split(".")[-1] for lin in linears}
+        asked = set(self.train.lora.targets)
+        targets = {t if t in own else LORA_TARGET_ALIASES.get(t, t) for t in asked}
+        default = asked == set(DEFAULT_LORA_TARGETS)
+        names: set[str] = set()
+        for lin in linears:
+            short = lin.name.split(".")[-1]
+            if lin.name.startswith("experts."):
+                # fused 3-D expert parameters (GPT-OSS, Granite-MoE, Phi-3.5-MoE): no nn.Linear for PEFT to wrap
+                if lin.name in targets:
                     names.add(lin.name)
+            elif "all-linear" in targets or "all_linear" in targets or short in targets or lin.name in targets:
+                names.add(lin.name)
+            elif default and not lin.expert and lin.name not in ("gate", "shared_expert_gate"):
+                names.add(lin.name)  # the default's Llama names stand for the family's own (DEFAULT_LORA_TARGETS)
         return names
 
     def trains(self, part: Part) -> bool:

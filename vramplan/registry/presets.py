@@ -197,20 +197,26 @@ def load_config(ref: str) -> dict[str, Any]:
     raise _unknown_preset(ref)
 
 
-def load_model(ref: str) -> ModelSpec:
+def load_model(ref: str, *, image_size: tuple[int, int] | None = None) -> ModelSpec:
     """A ``ModelSpec`` from a preset name, a local ``config.json`` (or its folder) or a Hub id ``owner/name``.
 
     Presets win over paths, paths over Hub ids. Only ``config.json`` is read; remote code is never run.
+    ``image_size`` (the scenario's ``train.image_size``) sizes a dynamic-resolution vision tower.
     """
     from ..adapters.hf_config import model_from_config
+    from ..adapters.hf_vlm import with_image_size
 
     if resolve_preset_id(ref) is not None:
-        return load_preset(ref)
+        if image_size is None:
+            return load_preset(ref)
+        info = preset_info(ref)
+        return model_from_config(with_image_size(load_config(ref), image_size), name=info.id, source=info.source)
     path = Path(os.path.expanduser(ref))
     if path.exists() or ref.endswith(".json"):
-        config = _read_config_file(path)
+        config = with_image_size(_read_config_file(path), image_size)
         label = path.parent.name if path.name == "config.json" else path.stem if path.is_file() else path.name
         return model_from_config(config, name=label or "custom", source=str(path))
     if _HUB_ID.match(ref):
-        return model_from_config(_download_config(ref), name=ref, source=f"https://huggingface.co/{ref}")
+        config = with_image_size(_download_config(ref), image_size)
+        return model_from_config(config, name=ref, source=f"https://huggingface.co/{ref}")
     raise _unknown_preset(ref)

@@ -90,20 +90,40 @@ class Built:
 
 # ---- transformers configs ------------------------------------------------------------------------------
 def _kind(config: dict[str, Any]) -> tuple[str, str]:
-    """(kind, backbone model_type): kind in decoder, llava_hf, mgm, llava_orig, qwen2_vl."""
+    """(kind, backbone model_type): kind in decoder, llava_hf, mgm, llava_orig, qwen_vl."""
     from ..adapters.hf_vlm import mgm_backbone
 
     model_type = str(config.get("model_type") or "").lower()
     backbone = mgm_backbone(config)
     if backbone is not None:
         return "mgm", backbone
-    if model_type == "qwen2_vl":
-        return "qwen2_vl", "qwen2"
+    if model_type in QWEN_VL_TYPES:
+        return "qwen_vl", model_type
     if model_type in ("llava", "llava_llama", "llava_mistral"):
         if config.get("text_config") is not None or (model_type == "llava" and not config.get("mm_vision_tower")):
             return "llava_hf", model_type
         return "llava_orig", "mistral" if model_type == "llava_mistral" else "llama"
     return "decoder", model_type
+
+
+QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+"""Qwen-VL model_types built whole by ``AutoModelForImageTextToText`` (vision metadata precomputed, vlm.py)."""
+
+
+def _image_text_to_text(model_type: str, data: dict[str, Any], scn: Scenario) -> tuple[nn.Module, str]:
+    """A transformers-native VLM (``AutoModelForImageTextToText``) and the vision attention function the trace
+    registers for its packed tower (``vlm.VarlenSegments``)."""
+    from transformers import AutoModelForImageTextToText
+
+    cfg = _hf_config(model_type, data)
+    text = getattr(cfg, "text_config", None)
+    if text is not None:
+        text.use_cache = False
+    model = AutoModelForImageTextToText.from_config(cfg, attn_implementation=attn_implementation(scn))
+    segments = vlm.VarlenSegments()
+    model.vramplan_segments = segments
+    model.model.visual.config._attn_implementation = segments.register(scn.train.attention is Attention.EAGER)
+    return model, model_type
 
 
 def _hf_config(model_type: str, data: dict[str, Any]) -> Any:
@@ -115,9 +135,14 @@ def _hf_config(model_type: str, data: dict[str, Any]) -> Any:
         raise TraceUnsupported(f"tracing needs a transformers model class; {what} has none in transformers "
                                f"(use --estimator analytic, or `vramplan calibrate` on a transformers family)")
     clean = {k: v for k, v in data.items() if k not in ("model_type", "architectures", "auto_map", "transformers_version")
-             and not k.startswith("_")}
+             and not k.startswith(("_", "vramplan_"))}
     clean["use_cache"] = False
     return AutoConfig.for_model(model_type, **clean)
+
+
+EXPERTS_AS_BMM = frozenset({"llama4_text"})
+"""MoE families whose experts are a plain ``torch.bmm`` (``Llama4TextExperts``): their classes refuse the
+``experts_implementation`` argument."""
 
 
 def attn_implementation(scn: Scenario) -> str:
@@ -130,7 +155,7 @@ def _causal_lm(model_type: str, data: dict[str, Any], scn: Scenario) -> nn.Modul
 
     cfg = _hf_config(model_type, data)
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation(scn)}
-    if scn.model.is_moe:
+    if scn.model.is_moe and model_type not in EXPERTS_AS_BMM:
         kwargs["experts_implementation"] = "grouped_mm"
     return AutoModelForCausalLM.from_config(cfg, **kwargs)
 
@@ -193,13 +218,17 @@ def _part_modules(model: nn.Module, kind: str) -> dict[Part, list[nn.Module]]:
         inner = model.model
         return {Part.LLM: [inner.language_model, model.lm_head], Part.VISION: [inner.vision_tower],
                 Part.PROJECTOR: [inner.multi_modal_projector]}
+    if kind == "qwen_vl":  # the merger sits inside ``visual``: the PROJECTOR entry comes last and wins
+        inner = model.model
+        return {Part.LLM: [inner.language_model, model.lm_head], Part.VISION: [inner.visual],
+                Part.PROJECTOR: [inner.visual.merger]}
     return {Part.LLM: [model]}
 
 
 def _llm(model: nn.Module, kind: str) -> nn.Module:
     if kind in ("mgm", "llava_orig"):
         return model.llm  # type: ignore[return-value]
-    if kind == "llava_hf":
+    if kind in ("llava_hf", "qwen_vl"):
         return model.model.language_model  # type: ignore[return-value]
     return model
 
@@ -211,10 +240,13 @@ def _set_dtype(params: list[nn.Parameter], dtype: torch.dtype) -> None:
 
 
 def _decoder_layers(llm: nn.Module) -> list[nn.Module]:
+    """The decoder's layer stack: a ``layers`` ModuleList of ``*DecoderLayer`` (most families), GPT-NeoX's
+    ``layers`` of ``GPTNeoXLayer``, or Falcon's ``transformer.h`` of ``FalconDecoderLayer``."""
     for mod in llm.modules():
-        layers = getattr(mod, "layers", None)
-        if isinstance(layers, nn.ModuleList) and len(layers) and "DecoderLayer" in type(layers[0]).__name__:
-            return list(layers)
+        for attr in ("layers", "h"):
+            layers = getattr(mod, attr, None)
+            if isinstance(layers, nn.ModuleList) and len(layers) and type(layers[0]).__name__.endswith("Layer"):
+                return list(layers)
     raise TraceUnsupported(f"cannot find the decoder layers of {type(llm).__name__}")
 
 
@@ -335,9 +367,6 @@ def build(scn: Scenario, config: dict[str, Any], fake_mode: Any, resolve_tower: 
     if scn.train.loss.value != "standard":
         raise TraceUnsupported("tracing models the standard transformers loss; loss=chunked (Liger) is analytic only")
     kind, backbone = _kind(config)
-    if kind == "qwen2_vl":
-        raise TraceUnsupported("Qwen2-VL (dynamic-resolution tower) is not composed by the tracer yet; "
-                               "use --estimator analytic")
     policy = dtype_policy(scn)
     notes: list[str] = []
     torch.set_default_dtype(policy.frozen)
@@ -350,6 +379,8 @@ def build(scn: Scenario, config: dict[str, Any], fake_mode: Any, resolve_tower: 
             cfg = AutoConfig.for_model("llava", **{k: v for k, v in config.items() if k != "model_type"})
             cfg.text_config.use_cache = False
             model = LlavaForConditionalGeneration._from_config(cfg, attn_implementation=attn_implementation(scn))
+        elif kind == "qwen_vl":
+            model, _ = _image_text_to_text(backbone, config, scn)
         else:
             model = _causal_lm(backbone, config, scn)
     finally:
@@ -364,10 +395,15 @@ def build(scn: Scenario, config: dict[str, Any], fake_mode: Any, resolve_tower: 
         for m in mods:
             for p in m.parameters():
                 p.requires_grad_(trains)
-            if trains:
-                _set_dtype(list(m.parameters()), policy.trainable)
+            _set_dtype(list(m.parameters()), policy.trainable if trains else policy.frozen)
     if method in (Method.LORA, Method.QLORA):
         notes += _apply_lora(scn, model, layers, policy, fake_mode)
+        # PEFT marks only the adapters trainable; the parts the recipe trains fully (projector) train again
+        for part, mods in parts.items():
+            if part is not Part.LLM and scn.trains(part):
+                for m in mods:
+                    for p in m.parameters():
+                        p.requires_grad_(True)
     if method is Method.QLORA:
         _apply_qlora(layers, policy.compute)
         # prepare_model_for_kbit_training: every remaining 16-bit parameter to fp32 (peft utils/other.py).
@@ -382,7 +418,7 @@ def build(scn: Scenario, config: dict[str, Any], fake_mode: Any, resolve_tower: 
     from .inputs import make_inputs
 
     inputs, forward = make_inputs(scn, model, kind)
-    lm_head = model.lm_head if kind in ("decoder", "llava_hf") else llm.lm_head
+    lm_head = model.lm_head if kind in ("decoder", "llava_hf", "qwen_vl") else llm.lm_head
     part_list: list[tuple[nn.Module, str]] = [(model, "llm")]
     for part, mods in parts.items():
         if part in (Part.VISION, Part.VISION_AUX):

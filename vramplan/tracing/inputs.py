@@ -58,6 +58,8 @@ def make_inputs(scn: Scenario, model: nn.Module, kind: str) -> tuple[dict[str, A
             return model(**inputs, use_cache=False).loss
 
         return inputs, forward_llava
+    if kind == "qwen_vl":
+        return _qwen_vl_inputs(scn, model, inputs, mask)
     # composed MGM / original LLaVA
     clip_cfg = model.vision_tower.vision_tower.config
     side = clip_cfg.image_size
@@ -78,3 +80,39 @@ def make_inputs(scn: Scenario, model: nn.Module, kind: str) -> tuple[dict[str, A
         return model(**inputs).loss
 
     return inputs, forward_composed
+
+
+def _qwen_vl_inputs(scn: Scenario, model: nn.Module, inputs: dict[str, Any],
+                    mask: torch.Tensor | None) -> tuple[dict[str, Any], Callable[[], torch.Tensor]]:
+    """Qwen2-VL / Qwen2.5-VL: ``image_tokens`` placeholder ids per image inside ``seq_len``, the processor's
+    flattened patches (``grid_t x grid_h x grid_w`` rows of ``C x temporal x patch x patch``, one temporal
+    patch per still image), text-only 3-D RoPE positions (the values do not change a byte), and the vision
+    metadata the processor's ``image_grid_thw`` stands for, precomputed from Python ints (vlm.py)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from .vlm import qwen_vl_vision_kwargs
+
+    b, s = scn.train.micro_batch, scn.train.seq_len
+    tower = scn.model.tower("vision")
+    assert tower is not None
+    grid_w = tower.image_size // tower.patch_size
+    grid_h = tower.num_patches // grid_w
+    n = b * scn.train.images_per_sample
+    visual = model.model.visual
+    vis = visual.config
+    row = vis.in_channels * vis.temporal_patch_size * vis.patch_size ** 2
+    inputs.update(input_ids=torch.randint(0, scn.model.decoder.vocab_size, (b, s)), attention_mask=mask,
+                  pixel_values=torch.empty(n * grid_h * grid_w, row, dtype=_dtype_of(visual)),
+                  position_ids=torch.arange(s).view(1, 1, -1).expand(3, b, -1))
+    vision_kwargs = qwen_vl_vision_kwargs(visual, model.vramplan_segments, n, grid_h, grid_w)
+    inputs.update({f"vision_{k}": v for k, v in vision_kwargs.items()})
+
+    def forward_qwen_vl() -> torch.Tensor:
+        out = visual(inputs["pixel_values"], grid_thw=None, **vision_kwargs)
+        encoded = BaseModelOutputWithPooling(last_hidden_state=out.last_hidden_state,
+                                             pooler_output=(out.pooler_output,))
+        del out
+        return model(input_ids=inputs["input_ids"], labels=inputs["labels"], attention_mask=inputs["attention_mask"],
+                     position_ids=inputs["position_ids"], mm_encoder_outputs={"image": encoded}, use_cache=False).loss
+
+    return inputs, forward_qwen_vl

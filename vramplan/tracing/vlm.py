@@ -202,3 +202,98 @@ class ComposedVLM(nn.Module):
         inputs_embeds = torch.cat([feats, embed], dim=1)
         del feats, embed  # prepare_inputs_labels_for_multimodal returns before the LLM runs
         return self.llm(inputs_embeds=inputs_embeds, labels=labels, attention_mask=attention_mask, use_cache=False)
+
+
+# ---- Qwen2-VL / Qwen2.5-VL: dynamic-resolution towers with packed (varlen) attention ------------------
+def qwen_vl_window_lengths(grid_h: int, grid_w: int, merge: int, window_size: int, patch: int) -> list[int]:
+    """Patches per attention window of one image, in order (``transformers.vision_utils.get_vision_window_index``:
+    windows of ``window_size // merge // patch`` merge units per side, the grid padded at the bottom/right,
+    empty windows dropped by ``unique_consecutive``)."""
+    win = window_size // merge // patch
+    rows, cols = grid_h // merge, grid_w // merge
+    n_h, n_w = (rows + win - rows % win) // win, (cols + win - cols % win) // win
+    out = []
+    for i in range(n_h):
+        for j in range(n_w):
+            n = max(0, min(win, rows - i * win)) * max(0, min(win, cols - j * win))
+            if n:
+                out.append(n * merge * merge)
+    return out
+
+
+def qwen_vl_position_ids(images: int, grid_h: int, grid_w: int, merge: int) -> torch.Tensor:
+    """``get_vision_position_ids`` for ``images`` images of one grid, from Python ints (block-major (h, w))."""
+    h = torch.arange(grid_h).unsqueeze(1).expand(-1, grid_w)
+    w = torch.arange(grid_w).unsqueeze(0).expand(grid_h, -1)
+    shape = (grid_h // merge, merge, grid_w // merge, merge)
+    h = h.reshape(shape).transpose(1, 2).flatten()
+    w = w.reshape(shape).transpose(1, 2).flatten()
+    return torch.stack([h, w], dim=-1).repeat(images, 1)
+
+
+class VarlenSegments:
+    """Segment lengths of the packed vision sequence, keyed by the ``cu_seqlens`` tensor that carries them.
+
+    transformers' Qwen-VL towers read segment boundaries with ``cu_seqlens.tolist()`` (SDPA/eager) or hand
+    ``cu_seqlens`` to FlashAttention-2's varlen kernel; a fake tensor has no values, so the trace passes
+    precomputed ``cu_seqlens`` and registers an attention function (named ``..._flash_...`` so that the towers
+    take the varlen branch) that splits q/k/v by these Python lengths and runs SDPA (or eager) per segment:
+    the saved q, k, v, output and log-sum-exp of FA2's varlen kernel, without an (L x L) matrix."""
+
+    def __init__(self) -> None:
+        self.lengths: dict[int, list[int]] = {}
+
+    def cu_seqlens(self, lengths: list[int]) -> torch.Tensor:
+        starts = [0]
+        for n in lengths:
+            starts.append(starts[-1] + n)
+        cu = torch.tensor(starts, dtype=torch.int32)
+        self.lengths[id(cu)] = list(lengths)
+        return cu
+
+    def register(self, eager: bool) -> str:
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from transformers.models.llama.modeling_llama import eager_attention_forward
+
+        inner = eager_attention_forward if eager else sdpa_attention_forward
+        segments = self
+
+        def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+                      *, cu_seq_lens_q: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, None]:
+            for k in ("cu_seq_lens_k", "max_length_q", "max_length_k"):
+                kwargs.pop(k, None)
+            lengths = segments.lengths[id(cu_seq_lens_q)]
+            if len(set(lengths)) == 1:  # equal segments: one batched call on views
+                n, seg = len(lengths), lengths[0]
+
+                def per(t: torch.Tensor) -> torch.Tensor:
+                    return t.unflatten(2, (n, seg)).transpose(1, 2).flatten(0, 1)
+
+                out = inner(module, per(query), per(key), per(value), None, **kwargs)[0]
+                return out.reshape(1, n * seg, *out.shape[2:]), None
+            parts = zip(*(t.split(lengths, dim=2) for t in (query, key, value)), strict=True)
+            outs = [inner(module, q, k, v, None, **kwargs)[0] for q, k, v in parts]
+            return torch.cat(outs, dim=1), None
+
+        name = "vramplan_flash_varlen_" + ("eager" if eager else "sdpa")
+        AttentionInterface.register(name, attention)
+        return name
+
+
+def qwen_vl_vision_kwargs(model: nn.Module, segments: VarlenSegments, images: int, grid_h: int,
+                          grid_w: int) -> dict[str, Any]:
+    """Precomputed metadata kwargs of the Qwen-VL vision forward for ``images`` images of one grid
+    (``position_ids``, ``cu_seqlens``/``max_seqlen`` and, for Qwen2.5-VL, the window index and windows)."""
+    cfg = model.config
+    merge = int(cfg.spatial_merge_size)
+    per_image = grid_h * grid_w
+    out: dict[str, Any] = {"position_ids": qwen_vl_position_ids(images, grid_h, grid_w, merge),
+                           "cu_seqlens": segments.cu_seqlens([per_image] * images), "max_seqlen": per_image}
+    if hasattr(cfg, "fullatt_block_indexes"):
+        windows = qwen_vl_window_lengths(grid_h, grid_w, merge, int(cfg.window_size), int(cfg.patch_size)) * images
+        # the permutation's values do not change a byte; its shape (one entry per merge unit) does
+        out["window_index"] = torch.arange(images * per_image // (merge * merge))
+        out["cu_window_seqlens"] = segments.cu_seqlens(windows)
+        out["max_window_seqlen"] = max(windows)
+    return out

@@ -195,7 +195,7 @@ def llm_activations(scn: Scenario, rp: RankParams) -> LLMActivations:
         saved_layers -= _first_layer_savings(scn, flags) * tokens
     saved = saved_layers * in_flight
     forward_extra = sum(weight_copies) if ckpt is GradCkpt.FULL else 0
-    final_norm = _norm(h, flags, ["lm_head"], dec.norm_kind != "rms") * tokens if rp.has_lm_head else 0
+    final_norm = _norm(h, flags, ["lm_head"], dec.norm_kind) * tokens if rp.has_lm_head else 0
     saved += final_norm  # final norm, its output kept by a training lm_head
     if rp.has_lm_head and (flags.casts_per_reader or not _savers(["lm_head"], flags)):
         forward_extra += flags.stream_bytes * h * tokens  # last_hidden_state, alive while the loss runs
@@ -226,7 +226,7 @@ def llm_activations(scn: Scenario, rp: RankParams) -> LLMActivations:
     moe_transient = 0
     if dec.moe is not None:
         rb = 4 if fp32_routing(scn) else b
-        moe_transient = 2 * dec.moe.top_k * tokens * rb * h // tp  # weighted expert outputs + their reorder
+        moe_transient = 2 * dec.moe.rows_per_token * tokens * rb * h // tp  # weighted expert outputs + their reorder
     if ckpt is GradCkpt.FULL:
         forward_layer = max(forward_layer_bytes_per_token(scn, i, flags) for i in {0, *dec.moe_layers[:1]}
                             if i < dec.num_layers) * tokens // tp

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import ConnectorSpec, Part, VisionTowerSpec
+from ..model import ConnectorSpec, ModelSpec, Part, VisionTowerSpec
 from ..scenario import Attention, Engine, GradCkpt, Precision, Scenario
 from .params import RankParams
 
@@ -49,9 +49,35 @@ def _tower_transient_bytes(t: VisionTowerSpec, scn: Scenario, b: int) -> int:
         return t.output_positions_per_image * (t.out_channels or sum(t.stage_dims)) * (4 + b)
     p = t.patches_per_pass
     layer = p * (6 * t.hidden_size + 2 * t.intermediate_size) * b
-    if scn.train.attention is Attention.EAGER or t.kind == "vit":
+    if t.attention == "packed":
+        # transformers' Qwen-VL towers: per-image (varlen) attention; only eager materialises scores, per
+        # image in full-attention layers and per window in windowed ones (the largest layer is the peak)
+        if scn.train.attention is Attention.EAGER:
+            span = p if t.full_attention_layers or not t.window_patches else t.window_patches
+            layer += t.num_heads * p * span * (b + 4)
+    elif scn.train.attention is Attention.EAGER or t.kind == "vit":
         layer += t.num_heads * p * p * (b + 4)  # CLIP/SigLIP towers in these repos run eager attention
     return t.passes_per_image * layer
+
+
+def _qwen_vl_block_bytes(t: VisionTowerSpec, b: int) -> int:
+    """Saved bytes per patch of one trained Qwen-VL vision block without checkpointing, as autograd keeps them
+    (``modeling_qwen2_vl.py`` Qwen2VLVisionBlock / ``modeling_qwen2_5_vl.py`` Qwen2_5_VLVisionBlock):
+    each norm's input (LayerNorm: the 16-bit input + fp32 mean/rstd; RMSNorm: the fp32 copy, rsqrt and the
+    normalised tensor) and its output read by a linear; the qkv output (v is a view of it and is saved by the
+    kernel), q and k after ``apply_rotary_pos_emb_vision`` (computed in fp32, cast back), the attention output
+    (saved by the kernel and by proj) and the kernel's fp32 log-sum-exp per head; the MLP: QuickGELU
+    (``x * sigmoid(1.702 x)``) keeps fc1's output, the sigmoid and the product (3 i), the gated SiLU MLP keeps
+    gate, SiLU, up and product (4 i)."""
+    e, i = t.hidden_size, t.intermediate_size
+    attn = 3 * b * e + 2 * b * e + b * e + 4 * t.num_heads
+    if t.block == "qwen2_5_vl":
+        norms = 2 * (4 * e + 4 + 2 * b * e)
+        mlp = 4 * b * i
+    else:
+        norms = 2 * (2 * b * e + 8)
+        mlp = 3 * b * i
+    return norms + attn + mlp
 
 
 def _trainable_tower_bytes(t: VisionTowerSpec, scn: Scenario, b: int) -> int:
@@ -65,6 +91,14 @@ def _trainable_tower_bytes(t: VisionTowerSpec, scn: Scenario, b: int) -> int:
             total += positions * depth * (b * d if ckpt else 12 * b * d)
         return total * t.passes_per_image
     p = t.patches_per_pass
+    if t.block in ("qwen2_vl", "qwen2_5_vl"):
+        per_patch = b * t.hidden_size if ckpt else _qwen_vl_block_bytes(t, b)
+        eager = 0
+        if scn.train.attention is Attention.EAGER and not ckpt:
+            full = t.full_attention_layers if t.window_patches else t.num_layers
+            windowed = (t.num_layers - full) * min(p, t.window_patches or p)
+            eager = 6 * t.num_heads * (full * p + windowed)  # fp32 softmax + its 16-bit cast per layer
+        return (t.num_layers * p * per_patch + p * eager) * t.passes_per_image
     per_patch = b * t.hidden_size if ckpt else 8 * b * t.hidden_size + 2 * b * t.intermediate_size + 4 * t.num_heads
     if not ckpt:
         per_patch += 6 * t.num_heads * p  # eager attention probabilities
@@ -93,11 +127,30 @@ def _connector_bytes(c: ConnectorSpec, scn: Scenario, b: int) -> int:
         query_tokens = model.image_tokens
         return positions * per_position + query_tokens * b * 4 * width
     tokens = model.image_tokens
-    if c.kind == "merger":
-        vis = model.tower("vision")
-        tokens = vis.output_positions_per_image // 4 if vis else tokens
     per_token = sum(b * lin.d_in for lin in c.linears) + sum(b * lin.d_out for lin in c.linears[:-1])
+    if c.kind == "merger":
+        # Qwen-VL PatchMerger (modeling_qwen2_vl.py / modeling_qwen2_5_vl.py): ln_q over each tower position,
+        # then group positions per row through mlp.0, GELU, mlp.2. LayerNorm keeps fp32 mean/rstd per position
+        # (under autocast it runs in fp32: its fp32 input copy replaces the tower output it would keep, and
+        # mlp.0 keeps the 16-bit cast of its fp32 output); RMSNorm keeps the fp32 input copy, rsqrt and the
+        # normalised tensor (its weight trains).
+        vis = model.tower("vision")
+        tokens = vis.output_positions_per_image // c.group if vis else tokens
+        wide = c.linears[0].d_in
+        if c.norm == "rmsnorm":
+            per_token += 4 * wide + 4 * c.group + b * wide
+        else:
+            per_token += 8 * c.group + (4 * wide if autocast_on(scn) else 0)
     return tokens * per_token
+
+
+def _merger_keeps_tower_output(model: ModelSpec, scn: Scenario) -> bool:
+    """Whether a trainable connector saves the frozen tower's 16-bit output itself: not a Qwen-VL merger
+    whose norm saves an fp32 copy instead (RMSNorm always, LayerNorm under autocast)."""
+    for c in model.connectors:
+        if c.kind == "merger" and (c.norm == "rmsnorm" or autocast_on(scn)):
+            return False
+    return True
 
 
 def vision_activations(scn: Scenario, rp: RankParams) -> VisionActivations:
@@ -114,15 +167,21 @@ def vision_activations(scn: Scenario, rp: RankParams) -> VisionActivations:
         part = Part(t.name)
         if scn.trains(part):
             saved_tower += _trainable_tower_bytes(t, scn, b) + _tower_output_bytes(t, b)
-        elif connectors_train and not (t.kind == "convnext" and mining):
+        elif connectors_train and not (t.kind == "convnext" and mining) and _merger_keeps_tower_output(model, scn):
             # A frozen tower's output is kept as the connector's saved input. MGM's aux map is not: patch-info
             # mining copies it into patches first (traced: the (b, 2880, H, W) map is freed; the reshaped
             # copy is counted with the connector).
             saved_tower += _tower_output_bytes(t, b)
         transient = max(transient, _tower_transient_bytes(t, scn, b))
+    weight_copies = 0
     if connectors_train:
         for c in model.connectors:
             saved_conn += _connector_bytes(c, scn, b)
+            if autocast_on(scn):
+                # autocast caches the 16-bit cast of every trainable linear's weight and bias for the whole
+                # forward (torch autocast weight cache, leaf tensors that require grad), once per micro-batch
+                weight_copies += 2 * sum(lin.numel for lin in c.linears)
     pixels = sum(t.passes_per_image * 3 * t.image_size ** 2 for t in model.towers if t.kind == "convnext" or not t.num_patches)
     pixels += sum(t.num_patches * 3 * 2 * t.patch_size ** 2 for t in model.towers if t.kind != "convnext" and t.num_patches)
-    return VisionActivations(saved_tower * images, saved_conn * images, transient * images, pixels * b * images)
+    return VisionActivations(saved_tower * images, saved_conn * images + weight_copies, transient * images,
+                             pixels * b * images)
