@@ -15,7 +15,8 @@ from typing import Any
 from ..core.errors import ScenarioError, SpecError
 from ..core.model import ConnectorSpec, VisionTowerSpec
 from ._config import Cfg
-from .hf_decoder import SUBCONFIG_DEFAULTS, DecoderBuild, build_decoder
+from ._decoder_common import SUBCONFIG_DEFAULTS, DecoderBuild
+from .hf_decoder import build_decoder
 from .hf_vision import llava_projector, mgm_mining, qwen2_vl_tower, tower_from_config
 
 TowerResolver = Callable[[str], "Mapping[str, Any] | None"]
