@@ -43,13 +43,38 @@ def test_there_are_at_least_30_cases_covering_the_required_kinds() -> None:
         assert kind in names, kind
 
 
-@pytest.mark.parametrize("name", list(BY_NAME))
+PEAK_MOMENT_DIFFERS = {
+    "mixtral-zero2-sv": (
+        "backward: the trace peaks at the start of backward (no gradient partition yet), the estimate at the top "
+        "layer, where the most loaded rank's ZeRO-2 partition holds the straddling fused expert weight whole "
+        "(2,419,200 elements against Psi/N = 1,292,096, as real DeepSpeed does); the totals agree within 1.2 %, "
+        "the split into components cannot (docs/tracing.md, known differences)"
+    ),
+}
+"""Cases whose phase totals agree but whose analytic and traced peaks fall at different moments of the phase, so
+their component split is compared at two different moments. Their totals are still asserted; the component
+check is expected to fail (strict: it must be revisited once the two peaks coincide)."""
+
+
+def _case_params() -> list[object]:
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=PEAK_MOMENT_DIFFERS[n]))
+            if n in PEAK_MOMENT_DIFFERS else n for n in BY_NAME]
+
+
+@pytest.mark.parametrize("name", _case_params())
 def test_case_within_worst_tolerance(name: str) -> None:
     c = comparison(name)
     for p in c.phases:
         assert abs(p.error) <= WORST, f"{name} {p.phase}: analytic {p.analytic_bytes} traced {p.traced_bytes}"
         for comp in COMPONENTS:
             assert abs(p.component_error(comp)) <= WORST, f"{name} {p.phase} {comp}: {p.components[comp]}"
+
+
+@pytest.mark.parametrize("name", sorted(PEAK_MOMENT_DIFFERS))
+def test_phase_totals_where_the_peak_moment_differs(name: str) -> None:
+    c = comparison(name)
+    for p in c.phases:
+        assert abs(p.error) <= WORST, f"{name} {p.phase}: analytic {p.analytic_bytes} traced {p.traced_bytes}"
 
 
 @pytest.mark.parametrize("phase", ["forward", "backward", "optimizer"])

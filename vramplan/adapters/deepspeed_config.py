@@ -296,6 +296,8 @@ def deepspeed_settings_to_parallel(settings: DeepSpeedSettings) -> dict[str, Any
         "sub_group_size": s.sub_group_size,
         "pin_memory": s.pin_memory,
     }
+    if s.grad_accum_dtype is not None:  # data_types.grad_accum_dtype: ZeRO-0 bf16's optimizer (states.py)
+        ds["grad_accum_dtype"] = s.grad_accum_dtype
     raw_zero = s.raw.get("zero_optimization") or {}
     for key, value in (
         ("stage3_prefetch_bucket_size", s.stage3_prefetch_bucket_size),

@@ -117,6 +117,8 @@ def emit_deepspeed_config(scn: Scenario) -> dict[str, Any]:
         "zero_optimization": zero,
         "wall_clock_breakdown": False,
     }
+    if scn.parallel.deepspeed.grad_accum_dtype is not None:  # the optimizer ZeRO-0 bf16 builds (states.py)
+        cfg["data_types"] = {"grad_accum_dtype": scn.parallel.deepspeed.grad_accum_dtype}
     if "offload_optimizer" in zero:
         cfg["optimizer"] = {
             "type": "AdamW",

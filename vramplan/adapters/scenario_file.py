@@ -62,7 +62,24 @@ DEEPSPEED_KEYS = {
     "reduce_bucket_size", "allgather_bucket_size", "overlap_comm", "contiguous_gradients",
     "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold", "stage3_max_live_parameters",
     "stage3_max_reuse_distance", "sub_group_size", "moe_leaf_modules", "zero_init", "pin_memory",
+    "grad_accum_dtype",
 }
+GRAD_ACCUM_DTYPES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "torch.float32": "fp32",
+                     "bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16",
+                     "fp16": "fp16", "float16": "fp16", "half": "fp16", "torch.float16": "fp16"}
+"""DeepSpeed ``data_types.grad_accum_dtype`` spellings (DeepSpeed's ``DtypeEnum``) -> DeepSpeedKnobs' value."""
+
+
+def parse_grad_accum_dtype(field: str, value: Any) -> str | None:
+    """``grad_accum_dtype``: None / "auto" = the model dtype (DeepSpeed's default); else fp32, bf16 or fp16."""
+    if value is None or str(value).lower() == "auto":
+        return None
+    out = GRAD_ACCUM_DTYPES.get(str(value).lower())
+    if out is None:
+        raise ScenarioError(field, value, "must be fp32, bf16 or fp16 (or auto: the model dtype)")
+    return out
+
+
 AUTO_KEYS = {"reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold", "overlap_comm"}
 
 
@@ -266,7 +283,9 @@ def parallel_from_dict(data: Mapping[str, Any]) -> ParallelSpec:
         dk: dict[str, Any] = {}
         for key, value in ds.items():
             field = f"parallel.deepspeed.{key}"
-            if key in ("overlap_comm", "contiguous_gradients", "moe_leaf_modules", "zero_init", "pin_memory"):
+            if key == "grad_accum_dtype":
+                dk[key] = parse_grad_accum_dtype(field, value)
+            elif key in ("overlap_comm", "contiguous_gradients", "moe_leaf_modules", "zero_init", "pin_memory"):
                 if key == "overlap_comm" and (value is None or str(value).lower() == "auto"):
                     dk[key] = None
                 else:
@@ -382,6 +401,7 @@ def scenario_to_dict(scn: Scenario, model_ref: str | None = None) -> dict[str, A
                 "moe_leaf_modules": ds.moe_leaf_modules,
                 "zero_init": ds.zero_init,
                 "pin_memory": ds.pin_memory,
+                **({"grad_accum_dtype": ds.grad_accum_dtype} if ds.grad_accum_dtype is not None else {}),
             },
         },
         "headroom": scn.headroom_fraction,

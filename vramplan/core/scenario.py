@@ -212,6 +212,12 @@ class DeepSpeedKnobs:
     zero_init: bool = True
     """ZeRO-3 ``zero.Init`` active at load (HF does this when TrainingArguments gets the config first)."""
     pin_memory: bool = True
+    grad_accum_dtype: str | None = None
+    """``data_types.grad_accum_dtype`` ("fp32", "bf16", "fp16"); None = the model dtype, as DeepSpeed's
+    ``get_data_types`` defaults it since PR #7515 ("Enable non-ZeRO mode", merged 2025-08; the installed 0.19.8
+    does). Only moves memory at ZeRO-0 with bf16: None/"bf16" -> ``DDP_BFLOAT16`` (FP16_Optimizer with bf16:
+    unpartitioned fp32 master and states), "fp32" -> ``BF16_Optimizer`` (fp32 gradient buffer, partitioned
+    master and states: DeepSpeed before #7515, or pipeline parallelism; 0.19.8 rejects it without PP)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -257,6 +257,8 @@ def compare(measurements: Sequence[RankMeasurement], **kwargs: Any) -> list[Row]
         est = cache.setdefault((m.stage, m.world_size), estimated(m.stage, m.world_size, **kwargs))
         for moment in ("grads_end", "steady"):
             got = m.bytes.get(moment)
+            if got is None and moment == "grads_end":  # ZeRO-0 has no epilogue: after engine.backward stands in
+                got = m.bytes.get("backward")
             if got is None:
                 continue
             for key in (*MODEL_STATE_KEYS, "buffers/zero_buckets", "buffers/gathered_params"):

@@ -222,6 +222,27 @@ def _census_at_epilogue(engine: Any, stage: int, measured: dict[str, dict[str, i
     opt.__dict__[name] = wrapped
 
 
+def _hf_param_groups(model: Any) -> list[dict[str, Any]]:
+    """HF Trainer's two optimizer groups (``Trainer.create_optimizer``): weights with decay, then biases and norm
+    weights without (``get_decay_parameter_names``), each in ``named_parameters`` order. DeepSpeed flattens and
+    partitions each group separately, which decides where the ZeRO-1/2 partition boundaries fall
+    (``core/memory/zero_partition.py`` models the same layout)."""
+    import re
+
+    from torch import nn
+
+    forbidden = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+    layer_norm_params = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+    decay, nodecay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no = id(p) in layer_norm_params or any(re.search(pat, name.lower()) for pat in forbidden)
+        (nodecay if no else decay).append(p)
+    return [g for g in ({"params": decay, "weight_decay": 0.0}, {"params": nodecay, "weight_decay": 0.0})
+            if g["params"]]
+
+
 def _worker(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """One rank: every stage of ``spec`` in turn, one census per moment (module docstring)."""
     import gc
@@ -254,8 +275,7 @@ def _worker(spec: dict[str, Any]) -> list[dict[str, Any]]:
         model_bytes = sum(_census(None, model, False)[0].values())
         ds_cfg = ds_config(stage, cfg.hidden_size, micro_batch=spec["micro_batch"], grad_accum=spec["grad_accum"],
                            zero_overrides=spec.get("zero_overrides"))
-        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()],
-                                               config=ds_cfg)
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=_hf_param_groups(model), config=ds_cfg)
         del model
         measured: dict[str, dict[str, int]] = {}
         rows: dict[str, list[tuple[int, str, str]]] = {}

@@ -15,8 +15,11 @@ is accumulated, and what the optimizer step allocates.
     phase's breakdown, by the stage-3 partition + persistent small params (``states.params``) and adds
     the gathered working set (``buffers/gathered_params``: ``gathered_forward``/``gathered_backward``);
   * gradients: each ``.grad`` is traced until accumulated, then dropped (stages 2 and 3: reduced into the
-    partition; stage 0 bf16: added into the fp32 buffer; stage 1 and offload: copied to the flat buffer);
-    the persistent gradient memory (``states.grads_persistent``) is one tensor allocated at setup;
+    partition, ZeRO-2's of the most loaded rank's size: boundary parameters whole, ``zero_partition.py``;
+    stage 0 bf16 with ``grad_accum_dtype: fp32`` (BF16_Optimizer): added into the fp32 buffer; stage 0 fp16 and
+    bf16 by default (FP16_Optimizer, DDP_BFLOAT16): kept as autograd's .grad until the step; stage 1 and
+    offload: copied to the flat buffer); the persistent gradient memory (``states.grads_persistent``) is one
+    tensor allocated at setup;
   * IPG buckets (``buffers/zero_buckets``): stages 1-2 allocate them at the first backward and keep them
     while accumulating, stage 3 at setup for good; without accumulation ZeRO-2's gradient partition is
     allocated at the first reduction and freed by the step, and ZeRO-1's full grads are autograd's .grad
@@ -37,7 +40,7 @@ import torch
 
 from ..core.memory.buffers import engine_buffers
 from ..core.memory.params import rank_params
-from ..core.memory.states import model_state_bytes
+from ..core.memory.states import model_state_bytes, stage0_bf16_optimizer
 from ..core.scenario import Engine, Precision, Scenario
 from ..core.units import shard
 from .build import Built
@@ -94,6 +97,10 @@ class ZeroEquivalent(Replicated):
         self.states = model_state_bytes(scn, self.rp)
         self.buf = engine_buffers(scn, self.rp, self.states)
         self.stage = scn.parallel.zero
+        # ZeRO-0 with FP16_(Unfused)Optimizer (fp16, or bf16 as DDP_BFLOAT16): autograd's .grads are the 16-bit
+        # gradients, the fp32 master and states are unpartitioned (states.py); else BF16_Optimizer at stage 0
+        self.ddp16 = self.stage == 0 and (scn.train.precision is Precision.FP16_MIXED or (
+            scn.train.precision in (Precision.BF16_MIXED, Precision.BF16_PURE) and not stage0_bf16_optimizer(scn)))
         self.w_dtype = built.policy.frozen
         self.notes = [f"DeepSpeed ZeRO-{self.stage} by equivalent accounting: one rank traced unsharded; gradient "
                       "partitions, buckets, fp32 master and optimizer partitions as tensors of the analytical sizes"
@@ -132,7 +139,7 @@ class ZeroEquivalent(Replicated):
             return
         dp = st.dp_shard if self.stage else 1
         master_numel = st.master // 4 if st.master else shard(self.rp.trainable, dp)
-        if self.stage == 0 and self.scn.train.precision is Precision.FP16_MIXED:
+        if self.ddp16:
             master_numel = self.rp.trainable
         group = min(self.scn.parallel.deepspeed.sub_group_size, master_numel) if self.stage == 3 else master_numel
         sizes = [group] * (master_numel // group) + ([master_numel % group] if master_numel % group else [])
@@ -144,14 +151,14 @@ class ZeroEquivalent(Replicated):
 
     def _allocate_persistent_grads(self) -> None:
         st = self.states
-        dtype = torch.float32 if self.stage == 0 and self.scn.train.precision is not Precision.FP16_MIXED else self.w_dtype
+        dtype = torch.float32 if self.stage == 0 and not self.ddp16 else self.w_dtype
         size = st.grads_persistent // torch.tensor([], dtype=dtype).element_size()
         self.persistent_grads = self._empty(self._tracker, "model_states/grads", size, dtype)
 
     def _drops_grads(self) -> bool:
         """Whether a param's .grad leaves the traced rank after accumulation: not at ZeRO-0 fp16, and not at
         ZeRO-1 without accumulation (its full grads are autograd's own .grad tensors until the step)."""
-        if self.stage == 0 and self.scn.train.precision is Precision.FP16_MIXED:
+        if self.ddp16:
             return False
         return not (self.stage == 1 and self.states.grads_persistent == 0 and not self.states.offloads_optimizer)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..scenario import Engine, FsdpSharding, Method, Optimizer, Precision, Scenario
 from ..units import shard
 from .params import RankParams
-from .states import StateBytes, weight_bytes
+from .states import StateBytes, stage0_bf16_optimizer, weight_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,13 @@ def engine_buffers(scn: Scenario, rp: RankParams, states: StateBytes) -> EngineB
                 group = min(ds.sub_group_size, t_shard)
                 step += group * (2 + 4) + _foreach_temp(group, 4, scn)
     elif engine is Engine.DEEPSPEED:  # stage 0
-        step += _foreach_temp(shard(rp.trainable, scn.dp_degree), 4, scn)
+        if scn.train.precision in (Precision.BF16_MIXED, Precision.BF16_PURE) and not stage0_bf16_optimizer(scn):
+            # DDP_BFLOAT16: FP16_UnfusedOptimizer.step casts every bf16 grad to an fp32 .grad of its master
+            # (fp16/unfused_optimizer.py ``fp32_param.grad = fp16_param.grad.to(fp32)``; FP16_Optimizer flattens
+            # them to one fp32 buffer), then steps the unpartitioned master
+            step += rp.trainable * 4 + _foreach_temp(rp.trainable, 4, scn)
+        else:
+            step += _foreach_temp(shard(rp.trainable, scn.dp_degree), 4, scn)
     elif engine in (Engine.FSDP, Engine.FSDP2) and par.fsdp_sharding is not FsdpSharding.NO_SHARD:
         unsharded = 2 if scn.train.precision is not Precision.FP32 else 4  # param_dtype of the gathered copy
         layer = rp.largest_layer * unsharded

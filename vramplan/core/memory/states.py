@@ -7,7 +7,11 @@ Sources (engine-internals.md §1-§4, §7):
 - DeepSpeed stage_1_and_2.py: ZeRO-1 keeps full 16-bit grads; ZeRO-2 keeps a Ψ/N grad partition; without
   gradient accumulation both are gone between steps (measured with real DeepSpeed 0.19.8 ranks on the CPU,
   ``vramplan/tracing/deepspeed_cpu.py``);
-  bf16 at stage 0 uses BF16_Optimizer (fp32 grad buffer 4Ψ, master and states partitioned);
+  the most loaded ZeRO-2 rank's gradient partition holds its boundary parameters whole (``zero_partition.py``);
+  bf16 at stage 0 (engine.py ``_do_optimizer_sanity_check``): with ``grad_accum_dtype`` = the model dtype
+  (DeepSpeed's default since PR #7515) ``DDP_BFLOAT16`` = FP16_Optimizer/FP16_UnfusedOptimizer over bf16:
+  bf16 grads 2Ψ (freed by the step), unpartitioned fp32 master 4Ψ and states 8Ψ (measured);
+  with ``grad_accum_dtype: fp32`` BF16_Optimizer (fp32 grad buffer 4Ψ, master and states partitioned);
   optimizer offload keeps only 16-bit params (+ a largest-param grad staging buffer) on the GPU.
 - DeepSpeed stage3.py: 16-bit param, grad and fp32 states partitions 2Ψ/N + 2Ψ/N + 12Ψ/N, small
   params (numel <= persistence threshold) replicated; offload_param keeps only those on the GPU.
@@ -35,6 +39,7 @@ from ..scenario import (
 )
 from ..units import ceil_div, shard
 from .params import RankParams, quantized_bytes
+from .zero_partition import zero12_grad_partition
 
 DEEPSPEED_HOST_BUFFER_FACTOR_NUM = 3
 DEEPSPEED_HOST_BUFFER_FACTOR_DEN = 2
@@ -73,6 +78,14 @@ class StateBytes:
     def grads_before_backward(self) -> int:
         """Gradient bytes in the forward and at the start of backward (before the first gradient exists)."""
         return 0 if self.grads_freed_after_step else self.grads_persistent
+
+
+def stage0_bf16_optimizer(scn: Scenario) -> bool:
+    """ZeRO-0 with 16-bit weights runs BF16_Optimizer: bf16 with ``data_types.grad_accum_dtype: fp32``
+    (engine.py ``get_data_types`` / ``_do_optimizer_sanity_check``; DeepSpeed before PR #7515 did this by
+    default). Otherwise bf16 runs ``DDP_BFLOAT16`` and fp16 ``FP16``."""
+    return (scn.train.precision in (Precision.BF16_MIXED, Precision.BF16_PURE)
+            and scn.parallel.deepspeed.grad_accum_dtype == "fp32")
 
 
 def weight_bytes(scn: Scenario) -> int:
@@ -143,6 +156,14 @@ def model_state_bytes(scn: Scenario, rp: RankParams) -> StateBytes:
                 grads = trainable * 2
                 master = trainable * master_dtype
                 opt = optimizer_state_bytes(trainable, scn, state_dtype, scn.model)
+            elif not stage0_bf16_optimizer(scn) and scn.train.precision is not Precision.FP32:
+                # DDP_BFLOAT16: FP16_(Unfused)Optimizer over bf16 (measured: 2Ψ bf16 .grads freed by the step,
+                # unpartitioned fp32 master and Adam); the .grads persist only while accumulating
+                grads = trainable * 2
+                master = trainable * master_dtype
+                opt = optimizer_state_bytes(trainable, scn, state_dtype, scn.model)
+                persistent = grads if scn.train.grad_accum > 1 else 0
+                return StateBytes(params, persistent, grads, master, opt, 0, 0, False, False, False, 1)
             else:  # BF16_Optimizer: fp32 grad buffer, partitioned master and states
                 grads = trainable * 4
                 master = t_shard * master_dtype
@@ -152,7 +173,8 @@ def model_state_bytes(scn: Scenario, rp: RankParams) -> StateBytes:
             return StateBytes(params, grads, grads, master, opt, 0, 0, False, False, False, 1)
         if stage in (1, 2):
             params = trainable * w + frozen_b
-            grads_full = trainable * w if stage == 1 else t_shard * w
+            # ZeRO-2: grads_in_partition of the most loaded rank, boundary parameters whole (zero_partition.py)
+            grads_full = trainable * w if stage == 1 else zero12_grad_partition(scn, trainable, n) * w
             master = 0 if scn.train.precision is Precision.FP32 else t_shard * master_dtype
             opt = optimizer_state_bytes(t_shard, scn, state_dtype, scn.model)
             if offload_opt:
