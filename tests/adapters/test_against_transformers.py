@@ -67,7 +67,7 @@ def _preset_ids(kind: str) -> list[str]:
     for info in list_presets():
         model_type = str(_preset_config(info.id).get("model_type"))
         is_mgm = model_type in MGM_BACKBONE
-        is_vlm = is_mgm or model_type in ("llava", "qwen2_vl", "qwen2_5_vl")  # VLMs: tests/torch/test_vlm_parity.py
+        is_vlm = is_mgm or model_type in ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "gemma3")  # test_vlm_parity.py
         if (kind == "llm" and not is_vlm) or (kind == "mgm" and is_mgm):
             out.append(info.id)
     return out

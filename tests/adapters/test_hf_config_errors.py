@@ -24,7 +24,7 @@ def test_unknown_model_type_names_it_and_lists_supported() -> None:
 
 def test_unknown_model_type_suggests_the_nearest_family_and_preset() -> None:
     with pytest.raises(SpecError) as info:
-        model_from_config({**TINY["llama"], "model_type": "gemma3"})
+        model_from_config({**TINY["llama"], "model_type": "gemma3n"})
     text = str(info.value)
     assert "nearest supported family: gemma3_text" in text and "\n" not in text
     with pytest.raises(SpecError, match=r"nearest supported family: qwen2\b.*preset: qwen2\.5-7b"):

@@ -113,6 +113,20 @@ QWEN2_5_VL = {"model_type": "qwen2_5_vl", "text_config": dict(_QWEN_VL_TEXT, mod
               "vision_config": {"depth": 4, "hidden_size": 128, "intermediate_size": 256, "out_hidden_size": 256,
                                 "num_heads": 4, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
                                 "window_size": 112, "fullatt_block_indexes": [1, 3]}, **_QWEN_VL_IDS}
+# Gemma 3: tiny SigLIP (no head) on 112 px images of 14 px patches (8 x 8 = 64 positions) average-pooled 2 x 2 to
+# 16 LLM tokens, RMSNorm + bias-free projection, Gemma-3 text decoder (sliding + full layers)
+GEMMA3_VLM = {"model_type": "gemma3", "text_config": dict(GEMMA3, num_key_value_heads=2),
+              "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 128, "intermediate_size": 512,
+                                "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 112, "patch_size": 14,
+                                "vision_use_head": False},
+              "mm_tokens_per_image": 16, "image_token_index": 7990, "boi_token_index": 7991, "eoi_token_index": 7992}
+# LLaVA-NeXT: the llava-hf tiny tower (112 px, 8 x 8 patches) with anyres pinpoints of 112-px tiles; a 224 x 168
+# (w x h) image: best pinpoint 224 x 224 -> base + 4 tiles = 5 passes, 16 x 16 grid unpadded to 12 rows + 12 newlines
+# = 64 + 192 + 12 = 268 LLM tokens
+LLAVA_NEXT = {**LLAVA_HF, "model_type": "llava_next",
+              "image_grid_pinpoints": [[112, 224], [224, 112], [224, 224], [336, 112], [112, 336]],
+              "vramplan_image_size": [224, 168]}
+LLAVA_NEXT.pop("image_seq_length")
 
 PARALLEL_KEYS = ("engine", "zero", "offload_optimizer", "offload_param", "fsdp_sharding")
 
@@ -259,6 +273,24 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("qwen25vl-tower-trains-eager", QWEN2_5_VL, S(seq_len=256, precision="bf16-pure", attention="eager",
                                                   trainable=["llm", "projector", "vision"])),
     ("qwen25vl-zero2-ckpt", QWEN2_5_VL, S(seq_len=256, grad_ckpt="full", engine="deepspeed", zero=2, gpus=4)),
+    # Gemma 3: SigLIP + avg-pool projector; sdpa/eager build the 4-D mask with bidirectional image blocks
+    ("gemma3vl-flash", GEMMA3_VLM, S(seq_len=256)),
+    ("gemma3vl-sdpa", GEMMA3_VLM, S(seq_len=256, attention="sdpa")),
+    ("gemma3vl-tower-trains-eager-bf16", GEMMA3_VLM, S(seq_len=256, precision="bf16-pure", attention="eager",
+                                                       trainable=["llm", "projector", "vision"])),
+    ("gemma3vl-8-images-tower-trains-bf16", GEMMA3_VLM, S(seq_len=256, images_per_sample=8, precision="bf16-pure",
+                                                          trainable=["llm", "projector", "vision"])),
+    ("gemma3vl-8-images-stage1-projector-only", GEMMA3_VLM, S(seq_len=256, images_per_sample=8, method="freeze",
+                                                              trainable=["projector"], attention="sdpa")),
+    ("gemma3vl-lora-zero2-ckpt", GEMMA3_VLM, S(seq_len=256, method="lora", attention="sdpa", grad_ckpt="full",
+                                               engine="deepspeed", zero=2, gpus=4)),
+    # LLaVA-NeXT: anyres base view + tiles through the tower and projector, unpadded, image_newline per row
+    ("llava-next-mixed", LLAVA_NEXT, S(seq_len=512)),
+    ("llava-next-stage1-projector-only", LLAVA_NEXT, S(seq_len=512, method="freeze", trainable=["projector"])),
+    ("llava-next-tower-trains-bf16", LLAVA_NEXT, S(seq_len=512, precision="bf16-pure",
+                                                   trainable=["llm", "projector", "vision"])),
+    ("llava-next-lora-zero2-ckpt", LLAVA_NEXT, S(seq_len=512, method="lora", grad_ckpt="full", engine="deepspeed",
+                                                 zero=2, gpus=4)),
     # GPT-NeoX (layers of GPTNeoXLayer), Falcon (transformer.h; SDPA and eager only: with flash the trace runs
     # Falcon's own SDPA call where GPUs run FalconFlashAttention2), Llama-4 (experts as torch.bmm)
     ("gpt-neox-bf16", GPT_NEOX, S(precision="bf16-pure")),

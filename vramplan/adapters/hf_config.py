@@ -20,10 +20,13 @@ from .hf_vlm import (
     VLM_TYPES,
     TowerResolver,
     VLMParts,
+    build_gemma3,
     build_llava_hf,
+    build_llava_next,
     build_llava_original,
     build_mgm,
     build_qwen2_vl,
+    image_size_of,
     mgm_backbone,
 )
 
@@ -45,7 +48,7 @@ _NOT_MODELLED = {
 }
 """Families whose layers are not attention + MLP; named in the error so nobody mistakes them for a typo."""
 
-_NEAREST = {"llama4": "llama4_text", "gemma3": "gemma3_text", "qwen2_5": "qwen2", "qwen3_vl": "qwen2_vl",
+_NEAREST = {"llama4": "llama4_text", "qwen2_5": "qwen2", "qwen3_vl": "qwen2_vl",
             "mistral3": "mistral", "internlm2": "internlm3", "phi4": "phi3", "gemma3n": "gemma3_text",
             "glm4_moe": "glm4", "exaone": "exaone4"}
 """A model_type and the supported one it is closest to in structure (used when difflib finds no near name)."""
@@ -86,6 +89,10 @@ def _vlm(c: Cfg, model_type: str, resolve: TowerResolver) -> VLMParts | None:
         return build_mgm(c, backbone, resolve)
     if model_type in ("qwen2_vl", "qwen2_5_vl"):
         return build_qwen2_vl(c, model_type)
+    if model_type == "gemma3":
+        return build_gemma3(c)
+    if model_type == "llava_next":
+        return build_llava_next(c, image_size_of(c))
     if model_type in ("llava", "llava_llama", "llava_mistral"):
         if c.has("text_config") or (model_type == "llava" and not c.has("mm_vision_tower")):
             return build_llava_hf(c)

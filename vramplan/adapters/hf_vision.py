@@ -227,6 +227,56 @@ def qwen2_vl_tower(v: Cfg, image: tuple[int, int] | None = None,
     return tower, merger, patches // (merge * merge)
 
 
+def gemma3_projector(tower: VisionTowerSpec, tokens: int, hidden: int) -> ConnectorSpec:
+    """``models/gemma3/modeling_gemma3.py`` Gemma3MultiModalProjector: ``avg_pool`` (AvgPool2d, kernel =
+    patches per side // sqrt(``mm_tokens_per_image``), no parameters), ``mm_soft_emb_norm`` (Gemma3RMSNorm of the
+    vision width: one weight vector) and ``mm_input_projection_weight`` (vision width x text width, a bare
+    parameter used by ``torch.matmul``, no bias). ``group`` = tower positions averaged into one token."""
+    side = tower.image_size // tower.patch_size
+    per_side = int(tokens ** 0.5)
+    if per_side * per_side != tokens or per_side <= 0:
+        raise SpecError(f"config.mm_tokens_per_image={tokens} must be a square number")
+    kernel = side // per_side
+    return ConnectorSpec(name="multi_modal_projector", kind="gemma3_pool", norm_numel=tower.hidden_size,
+                         norm="rmsnorm", group=max(kernel, 1) ** 2,
+                         linears=(Linear(name="mm_input_projection", d_in=tower.hidden_size, d_out=hidden),))
+
+
+def select_best_resolution(size: tuple[int, int], pinpoints: list[tuple[int, int]]) -> tuple[int, int]:
+    """``image_processing_utils.select_best_resolution``: the (height, width) pinpoint that keeps most of the
+    (height, width) image after an aspect-preserving resize, the least padding on ties."""
+    height, width = size
+    best, best_effective, best_wasted = pinpoints[0], 0, float("inf")
+    for ph, pw in pinpoints:
+        scale = min(pw / width, ph / height)
+        effective = min(int(width * scale) * int(height * scale), width * height)
+        wasted = ph * pw - effective
+        if effective > best_effective or (effective == best_effective and wasted < best_wasted):
+            best, best_effective, best_wasted = (ph, pw), effective, wasted
+    return best
+
+
+def llava_next_tokens(size: tuple[int, int], pinpoints: list[tuple[int, int]], tile: int, patch: int,
+                      base_positions: int) -> tuple[int, int]:
+    """(tower passes, LLM tokens) of one (height, width) image in LLaVA-NeXT
+    (``models/llava_next/modeling_llava_next.py``): ``image_size_to_num_patches`` = the tiles of the best
+    pinpoint + the base view; ``pack_image_features``: the tiles' feature grid (grid_h*side x grid_w*side,
+    side = tile // patch) cut back by ``unpad_image`` to the image's aspect ratio, one ``image_newline`` per
+    remaining row, after the base view's ``base_positions`` features."""
+    best_h, best_w = select_best_resolution(size, pinpoints)
+    grid_h, grid_w = -(-best_h // tile), -(-best_w // tile)
+    side = tile // patch
+    rows, cols = grid_h * side, grid_w * side
+    height, width = size
+    if width / height > cols / rows:
+        new_rows = int(round(height * (cols / width), 7))
+        rows -= 2 * ((rows - new_rows) // 2)
+    else:
+        new_cols = int(round(width * (rows / height), 7))
+        cols -= 2 * ((cols - new_cols) // 2)
+    return 1 + grid_h * grid_w, base_positions + rows * cols + rows
+
+
 _MLP_GELU = re.compile(r"^mlp(\d+)x_gelu$")
 
 

@@ -17,12 +17,20 @@ from ..core.model import ConnectorSpec, VisionTowerSpec
 from ._config import Cfg
 from ._decoder_common import SUBCONFIG_DEFAULTS, DecoderBuild
 from .hf_decoder import build_decoder
-from .hf_vision import llava_projector, mgm_mining, qwen2_vl_tower, tower_from_config
+from .hf_vision import (
+    gemma3_projector,
+    llava_next_tokens,
+    llava_projector,
+    mgm_mining,
+    qwen2_vl_tower,
+    tower_from_config,
+)
 
 TowerResolver = Callable[[str], "Mapping[str, Any] | None"]
 """Maps a tower reference (``openai/clip-vit-large-patch14-336``) to its config dict, or None."""
 
-VLM_TYPES = ("llava", "llava_llama", "llava_mistral", "qwen2_vl", "qwen2_5_vl", "mgm", "mgm_gemma", "mgm_mixtral")
+VLM_TYPES = ("llava", "llava_llama", "llava_mistral", "llava_next", "qwen2_vl", "qwen2_5_vl", "gemma3", "mgm",
+             "mgm_gemma", "mgm_mixtral")
 """VLM ``model_type`` values (MGM's pre-rename ``mini_gemini*`` names are accepted too)."""
 
 
@@ -85,6 +93,39 @@ def build_llava_hf(c: Cfg) -> VLMParts:
     return VLMParts(build, (tower,), (projector,), tokens)
 
 
+LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+"""``LlavaNextConfig.image_grid_pinpoints`` default ((height, width) in pixels)."""
+
+
+def build_llava_next(c: Cfg, image: tuple[int, int] | None = None) -> VLMParts:
+    """``models/llava_next/modeling_llava_next.py`` LlavaNextForConditionalGeneration (LLaVA-NeXT / v1.6): the
+    llava-hf parts (CLIPVisionModel, ``multi_modal_projector`` linear_1/linear_2) plus ``image_newline`` (one
+    LLM-width parameter). Anyres: each image runs the tower on a base view and on the tiles of its best
+    ``image_grid_pinpoints`` resolution; the projector maps every tower position, then the tiles' features are
+    unpadded to the image's aspect ratio and get one newline per row (``hf_vision.llava_next_tokens``).
+    ``image`` = (width, height) of the images (default: the largest pinpoint, the most tokens)."""
+    parts = build_llava_hf(c)
+    tower, projector = parts.towers[0], parts.connectors[0]
+    raw = c.raw("image_grid_pinpoints", LLAVA_NEXT_PINPOINTS)
+    try:
+        pinpoints = [(int(h), int(w)) for h, w in raw]
+    except (TypeError, ValueError):
+        raise SpecError(f"config.image_grid_pinpoints={raw!r} must be a list of [height, width] pairs") from None
+    if not pinpoints:
+        raise SpecError("config.image_grid_pinpoints is empty")
+    if image is None:
+        largest = max(pinpoints, key=lambda hw: (hw[0] * hw[1], hw))
+        size, what = largest, f"the largest image_grid_pinpoint {largest[1]}x{largest[0]} (the most tokens)"
+    else:
+        size, what = (image[1], image[0]), f"{image[0]}x{image[1]} (train.image_size)"
+    passes, tokens = llava_next_tokens(size, pinpoints, tower.image_size, tower.patch_size, tower.positions_per_pass)
+    tower = replace(tower, passes_per_image=passes, attention="native")
+    projector = replace(projector, kind="anyres_mlp", extra_numel=parts.build.decoder.hidden_size)
+    note = (f"LLaVA-NeXT image: {what} = base view + {passes - 1} tiles of {tower.image_size} px = {passes} tower "
+            f"passes, {tokens} LLM tokens per image after unpadding and newlines (set train.image_size [w, h])")
+    return VLMParts(parts.build, (tower,), (projector,), tokens, (note,))
+
+
 def build_llava_original(c: Cfg, model_type: str, resolve: TowerResolver) -> VLMParts:
     """Original LLaVA (``llava/model/language_model/llava_llama.py`` LlavaLlamaForCausalLM): a Llama config
     plus ``mm_vision_tower`` (CLIPVisionTower keeps the whole CLIPVisionModel), ``mm_hidden_size`` and
@@ -137,7 +178,46 @@ def build_qwen2_vl(c: Cfg, model_type: str = "qwen2_vl", image: tuple[int, int] 
     return VLMParts(build, (tower,), (merger,), tokens, (note, *notes))
 
 
-DYNAMIC_RESOLUTION_TYPES = ("qwen2_vl", "qwen2_5_vl")
+GEMMA3_TEXT_DEFAULTS: dict[str, object] = {
+    "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "query_pre_attn_scalar": 256,
+    "sliding_window": 4096, "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 131072,
+}
+"""``Gemma3TextConfig`` defaults (released Gemma 3 configs state only the keys that differ)."""
+
+GEMMA3_VISION_DEFAULTS: dict[str, object] = {"model_type": "siglip_vision_model"}
+"""``Gemma3Config.vision_config`` default: a plain ``SiglipVisionConfig`` (224 px / 16, with its head)."""
+
+
+def build_gemma3(c: Cfg) -> VLMParts:
+    """``models/gemma3/modeling_gemma3.py`` Gemma3ForConditionalGeneration: ``vision_tower`` =
+    ``AutoModel.from_config(vision_config)`` (SiglipVisionModel, its pooling head only with
+    ``vision_use_head``), ``multi_modal_projector`` (Gemma3MultiModalProjector: AvgPool2d over the patch grid to
+    ``mm_tokens_per_image`` tokens, ``mm_soft_emb_norm`` Gemma3RMSNorm(vision hidden), ``mm_input_projection_weight``
+    (vision hidden x text hidden, no bias)), the Gemma3TextModel and ``lm_head`` (tied by default). Every image
+    is resized to ``vision_config.image_size`` (no pan & scan in training collators by default)."""
+    text = c.sub("text_config", GEMMA3_TEXT_DEFAULTS) if c.has("text_config") else Cfg({}, "config.text_config",
+                                                                                       GEMMA3_TEXT_DEFAULTS)
+    build = build_decoder(text, "gemma3_text")
+    tie = c.flag("tie_word_embeddings", True)
+    build = replace(build, decoder=replace(build.decoder, tie_embeddings=tie), decoder_layer_class="Gemma3DecoderLayer")
+    vision_raw = {**GEMMA3_VISION_DEFAULTS, **dict(c.raw("vision_config") or {})}
+    tower = tower_from_config(vision_raw, "vision", path="config.vision_config")
+    # transformers' SigLIP runs the model's attention implementation (no class token, one image per pass)
+    tower = replace(tower, attention="native")
+    tokens = c.integer("mm_tokens_per_image", default=256)
+    projector = gemma3_projector(tower, tokens, build.decoder.hidden_size)
+    flash = ("Gemma 3 does not support FlashAttention-2 in transformers (the image tokens attend to each other "
+             "bidirectionally through a 4-D mask built from token_type_ids): use attention sdpa or eager; with "
+             "attention=flash the estimate is that of a causal text-only mask")
+    image = (f"Gemma 3 image: resized to {tower.image_size} px = {tower.positions_per_pass} patches, average-pooled "
+             f"to {tokens} LLM tokens per image (pan & scan crops are not counted)")
+    notes = (flash, image)
+    return VLMParts(build, (tower,), (projector,), tokens, notes)
+
+
+DYNAMIC_RESOLUTION_TYPES = ("qwen2_vl", "qwen2_5_vl", "llava_next")
 """VLM ``model_type`` values whose tokens per image follow the image size (the others resize to a fixed size)."""
 
 
@@ -152,7 +232,7 @@ def with_image_size(config: dict[str, Any], image_size: tuple[int, int] | None) 
         fixed = vision.get("image_size") if isinstance(vision, Mapping) else None
         what = f"resizes every image to {fixed} px" if fixed else "has no dynamic-resolution vision tower"
         raise ScenarioError("train.image_size", list(image_size), f"does not apply: model_type={model_type!r} {what}",
-                            "image_size sizes Qwen2-VL / Qwen2.5-VL images; drop it for this model")
+                            "image_size sizes Qwen2-VL / Qwen2.5-VL / LLaVA-NeXT images; drop it for this model")
     return {**config, "vramplan_image_size": [int(image_size[0]), int(image_size[1])]}
 
 

@@ -37,7 +37,7 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, positional: bool = T
     t.add_argument("--grad-accum", type=int)
     t.add_argument("--seq-len", type=int, help="tokens per sample, image tokens included")
     t.add_argument("--images-per-sample", type=int)
-    t.add_argument("--image-size", metavar="WxH", help="image size in pixels for Qwen2-VL/2.5-VL, e.g. 1120x896 (sets the tokens per image)")
+    t.add_argument("--image-size", metavar="WxH", help="image size in pixels for Qwen2-VL/2.5-VL and LLaVA-NeXT, e.g. 1120x896 (sets the tokens per image)")
     t.add_argument("--grad-ckpt", help="none | selective | full")
     t.add_argument("--attention", help="flash | sdpa | eager")
     t.add_argument("--loss", help="standard | chunked")

@@ -417,7 +417,8 @@ class VisionTowerSpec:
     attention: str = "eager"
     """``eager``: the tower runs eager attention (LLaVA/MGM repos' CLIP); ``packed``: transformers' Qwen-VL
     towers, all images in one packed sequence with per-image (varlen) attention following the scenario's
-    kernel (no (L x L) matrix with flash/SDPA)."""
+    kernel (no (L x L) matrix with flash/SDPA); ``native``: a transformers tower (Gemma 3's SigLIP) that runs the
+    model's attention implementation, one image per pass."""
     block: str = "vit"
     """Layer layout of a trained tower: ``vit`` (CLIP/SigLIP, Korthikanti), ``qwen2_vl`` (LayerNorm, fp32
     rotary, QuickGELU MLP), ``qwen2_5_vl`` (RMSNorm, fp32 rotary, gated SiLU MLP with biases)."""
@@ -446,18 +447,22 @@ class ConnectorSpec:
 
     name: str
     kind: str
-    """``mlp`` (LLaVA mlp2x_gelu), ``mgm_mining`` (MGM vlm_uni heads), ``merger`` (Qwen2-VL)."""
+    """``mlp`` (LLaVA mlp2x_gelu), ``mgm_mining`` (MGM vlm_uni heads), ``merger`` (Qwen2-VL), ``gemma3_pool``
+    (Gemma 3: avg-pool to ``mm_tokens_per_image``, RMSNorm, bias-free projection), ``anyres_mlp`` (LLaVA-NeXT:
+    the mlp over every tower position of the base view and the grid tiles, before unpadding)."""
     linears: tuple[Linear, ...]
     norm_numel: int = 0
     norm: str = "layernorm"
     """The input norm of a ``merger``: ``layernorm`` (Qwen2-VL ``ln_q``) or ``rmsnorm`` (Qwen2.5-VL)."""
     group: int = 1
     """Tower positions merged into one connector input row (Qwen-VL merger: spatial_merge_size^2 = 4)."""
+    extra_numel: int = 0
+    """Bare parameters trained with the connector (LLaVA-NeXT ``image_newline``: one LLM-width vector)."""
 
     @property
     def num_params(self) -> int:
         """Exact parameter count."""
-        return sum(lin.numel for lin in self.linears) + self.norm_numel
+        return sum(lin.numel for lin in self.linears) + self.norm_numel + self.extra_numel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

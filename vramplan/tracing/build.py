@@ -90,7 +90,7 @@ class Built:
 
 # ---- transformers configs ------------------------------------------------------------------------------
 def _kind(config: dict[str, Any]) -> tuple[str, str]:
-    """(kind, backbone model_type): kind in decoder, llava_hf, mgm, llava_orig, qwen_vl."""
+    """(kind, backbone model_type): kind in decoder, llava_hf, mgm, llava_orig, qwen_vl, gemma3, llava_next."""
     from ..adapters.hf_vlm import mgm_backbone
 
     model_type = str(config.get("model_type") or "").lower()
@@ -99,6 +99,8 @@ def _kind(config: dict[str, Any]) -> tuple[str, str]:
         return "mgm", backbone
     if model_type in QWEN_VL_TYPES:
         return "qwen_vl", model_type
+    if model_type in ("gemma3", "llava_next"):
+        return model_type, model_type
     if model_type in ("llava", "llava_llama", "llava_mistral"):
         if config.get("text_config") is not None or (model_type == "llava" and not config.get("mm_vision_tower")):
             return "llava_hf", model_type
@@ -119,10 +121,21 @@ def _image_text_to_text(model_type: str, data: dict[str, Any], scn: Scenario) ->
     text = getattr(cfg, "text_config", None)
     if text is not None:
         text.use_cache = False
-    model = AutoModelForImageTextToText.from_config(cfg, attn_implementation=attn_implementation(scn))
-    segments = vlm.VarlenSegments()
-    model.vramplan_segments = segments
-    model.model.visual.config._attn_implementation = segments.register(scn.train.attention is Attention.EAGER)
+    if model_type == "gemma3":
+        from transformers.initialization import no_init_weights
+
+        # SigLIP's lecun_normal_ init (truncated normal) reads values, which fake tensors do not have; the
+        # values never change a byte
+        with no_init_weights():
+            model = AutoModelForImageTextToText.from_config(cfg, attn_implementation=attn_implementation(scn))
+        model.tie_weights()  # init_weights, which no_init_weights skips, is where transformers 5 ties lm_head
+    else:
+        model = AutoModelForImageTextToText.from_config(cfg, attn_implementation=attn_implementation(scn))
+    model.vramplan_image_size = data.get("vramplan_image_size")  # [w, h] of train.image_size (LLaVA-NeXT inputs)
+    if model_type in QWEN_VL_TYPES:
+        segments = vlm.VarlenSegments()
+        model.vramplan_segments = segments
+        model.model.visual.config._attn_implementation = segments.register(scn.train.attention is Attention.EAGER)
     return model, model_type
 
 
@@ -218,6 +231,10 @@ def _part_modules(model: nn.Module, kind: str) -> dict[Part, list[nn.Module]]:
         inner = model.model
         return {Part.LLM: [inner.language_model, model.lm_head], Part.VISION: [inner.vision_tower],
                 Part.PROJECTOR: [inner.multi_modal_projector]}
+    if kind in ("gemma3", "llava_next"):  # LLaVA-NeXT's image_newline: set with the projector in build()
+        inner = model.model
+        return {Part.LLM: [inner.language_model, model.lm_head], Part.VISION: [inner.vision_tower],
+                Part.PROJECTOR: [inner.multi_modal_projector]}
     if kind == "qwen_vl":  # the merger sits inside ``visual``: the PROJECTOR entry comes last and wins
         inner = model.model
         return {Part.LLM: [inner.language_model, model.lm_head], Part.VISION: [inner.visual],
@@ -228,7 +245,7 @@ def _part_modules(model: nn.Module, kind: str) -> dict[Part, list[nn.Module]]:
 def _llm(model: nn.Module, kind: str) -> nn.Module:
     if kind in ("mgm", "llava_orig"):
         return model.llm  # type: ignore[return-value]
-    if kind in ("llava_hf", "qwen_vl"):
+    if kind in ("llava_hf", "qwen_vl", "gemma3", "llava_next"):
         return model.model.language_model  # type: ignore[return-value]
     return model
 
@@ -379,7 +396,7 @@ def build(scn: Scenario, config: dict[str, Any], fake_mode: Any, resolve_tower: 
             cfg = AutoConfig.for_model("llava", **{k: v for k, v in config.items() if k != "model_type"})
             cfg.text_config.use_cache = False
             model = LlavaForConditionalGeneration._from_config(cfg, attn_implementation=attn_implementation(scn))
-        elif kind == "qwen_vl":
+        elif kind in ("qwen_vl", "gemma3", "llava_next"):
             model, _ = _image_text_to_text(backbone, config, scn)
         else:
             model = _causal_lm(backbone, config, scn)
@@ -396,6 +413,10 @@ def build(scn: Scenario, config: dict[str, Any], fake_mode: Any, resolve_tower: 
             for p in m.parameters():
                 p.requires_grad_(trains)
             _set_dtype(list(m.parameters()), policy.trainable if trains else policy.frozen)
+    if kind == "llava_next":  # a bare parameter of LlavaNextModel, trained with the projector (LLaVA-NeXT recipes)
+        newline = model.model.image_newline
+        newline.requires_grad_(scn.trains(Part.PROJECTOR))
+        _set_dtype([newline], policy.trainable if scn.trains(Part.PROJECTOR) else policy.frozen)
     if method in (Method.LORA, Method.QLORA):
         notes += _apply_lora(scn, model, layers, policy, fake_mode)
         # PEFT marks only the adapters trainable; the parts the recipe trains fully (projector) train again
@@ -404,6 +425,8 @@ def build(scn: Scenario, config: dict[str, Any], fake_mode: Any, resolve_tower: 
                 for m in mods:
                     for p in m.parameters():
                         p.requires_grad_(True)
+        if kind == "llava_next" and scn.trains(Part.PROJECTOR):
+            model.model.image_newline.requires_grad_(True)
     if method is Method.QLORA:
         _apply_qlora(layers, policy.compute)
         # prepare_model_for_kbit_training: every remaining 16-bit parameter to fp32 (peft utils/other.py).
@@ -418,7 +441,7 @@ def build(scn: Scenario, config: dict[str, Any], fake_mode: Any, resolve_tower: 
     from .inputs import make_inputs
 
     inputs, forward = make_inputs(scn, model, kind)
-    lm_head = model.lm_head if kind in ("decoder", "llava_hf", "qwen_vl") else llm.lm_head
+    lm_head = model.lm_head if kind in ("decoder", "llava_hf", "qwen_vl", "gemma3", "llava_next") else llm.lm_head
     part_list: list[tuple[nn.Module, str]] = [(model, "llm")]
     for part, mods in parts.items():
         if part in (Part.VISION, Part.VISION_AUX):

@@ -60,6 +60,10 @@ def make_inputs(scn: Scenario, model: nn.Module, kind: str) -> tuple[dict[str, A
         return inputs, forward_llava
     if kind == "qwen_vl":
         return _qwen_vl_inputs(scn, model, inputs, mask)
+    if kind == "gemma3":
+        return _gemma3_inputs(scn, model, inputs, mask)
+    if kind == "llava_next":
+        return _llava_next_inputs(scn, model, inputs, mask)
     # composed MGM / original LLaVA
     clip_cfg = model.vision_tower.vision_tower.config
     side = clip_cfg.image_size
@@ -116,3 +120,60 @@ def _qwen_vl_inputs(scn: Scenario, model: nn.Module, inputs: dict[str, Any],
                      position_ids=inputs["position_ids"], mm_encoder_outputs={"image": encoded}, use_cache=False).loss
 
     return inputs, forward_qwen_vl
+
+
+def _gemma3_inputs(scn: Scenario, model: nn.Module, inputs: dict[str, Any],
+                   mask: torch.Tensor | None) -> tuple[dict[str, Any], Callable[[], torch.Tensor]]:
+    """Gemma 3 (``modeling_gemma3.py`` Gemma3ForConditionalGeneration): ``mm_tokens_per_image`` placeholder ids per
+    image inside ``seq_len``, pixel values at ``vision_config.image_size``, and with SDPA/eager attention the
+    processor's ``token_type_ids`` (1 on image tokens), from which the model builds its 4-D mask with the
+    bidirectional image blocks (Gemma 3 has no FlashAttention-2 path; with ``flash`` the trace keeps the causal
+    text-only mask, as the estimate does)."""
+    b, s = scn.train.micro_batch, scn.train.seq_len
+    vis = model.config.vision_config
+    n = b * scn.train.images_per_sample
+    inputs.update(input_ids=torch.randint(0, scn.model.decoder.vocab_size, (b, s)), attention_mask=mask,
+                  pixel_values=torch.empty(n, vis.num_channels, vis.image_size, vis.image_size,
+                                           dtype=_dtype_of(model.model.vision_tower)))
+    if scn.train.attention is not Attention.FLASH:
+        inputs["token_type_ids"] = torch.zeros(b, s, dtype=torch.long)
+
+    def forward_gemma3() -> torch.Tensor:
+        return model(**inputs, use_cache=False).loss
+
+    return inputs, forward_gemma3
+
+
+def _llava_next_inputs(scn: Scenario, model: nn.Module, inputs: dict[str, Any],
+                       mask: torch.Tensor | None) -> tuple[dict[str, Any], Callable[[], torch.Tensor]]:
+    """LLaVA-NeXT (``modeling_llava_next.py``): ``image_tokens`` placeholder ids per image inside ``seq_len``,
+    pixel values of the base view + grid tiles per image ((images, passes, C, tile, tile), as the processor stacks
+    them), and ``image_sizes`` as a list of (height, width) Python ints: the model reads them with ``tolist()``
+    (tile counts, unpadding), which a fake tensor cannot answer."""
+    b, s = scn.train.micro_batch, scn.train.seq_len
+    tower = scn.model.tower("vision")
+    assert tower is not None
+    vis = model.config.vision_config
+    n = b * scn.train.images_per_sample
+    height, width = _llava_next_image(scn, model)
+    inputs.update(input_ids=torch.randint(0, scn.model.decoder.vocab_size, (b, s)), attention_mask=mask,
+                  pixel_values=torch.empty(n, tower.passes_per_image, vis.num_channels, vis.image_size, vis.image_size,
+                                           dtype=_dtype_of(model.model.vision_tower)),
+                  image_sizes=[[height, width]] * n)
+
+    def forward_llava_next() -> torch.Tensor:
+        return model(**inputs, use_cache=False).loss
+
+    return inputs, forward_llava_next
+
+
+def _llava_next_image(scn: Scenario, model: nn.Module) -> tuple[int, int]:
+    """(height, width) of the images: the config's ``vramplan_image_size`` or the scenario's ``train.image_size``
+    (both [w, h]; a single int is a square), else the largest pinpoint (as ``hf_vlm.build_llava_next``)."""
+    size = getattr(model, "vramplan_image_size", None) or scn.train.image_size
+    if isinstance(size, int):
+        size = (size, size)
+    if size:
+        return int(size[1]), int(size[0])
+    pinpoints = [(int(h), int(w)) for h, w in model.config.image_grid_pinpoints]
+    return max(pinpoints, key=lambda hw: (hw[0] * hw[1], hw))

@@ -49,7 +49,7 @@ def _tower_transient_bytes(t: VisionTowerSpec, scn: Scenario, b: int) -> int:
         return t.output_positions_per_image * (t.out_channels or sum(t.stage_dims)) * (4 + b)
     p = t.patches_per_pass
     layer = p * (6 * t.hidden_size + 2 * t.intermediate_size) * b
-    if t.attention == "packed":
+    if t.attention in ("packed", "native"):
         # transformers' Qwen-VL towers: per-image (varlen) attention; only eager materialises scores, per
         # image in full-attention layers and per window in windowed ones (the largest layer is the peak)
         if scn.train.attention is Attention.EAGER:
@@ -100,7 +100,7 @@ def _trainable_tower_bytes(t: VisionTowerSpec, scn: Scenario, b: int) -> int:
             eager = 6 * t.num_heads * (full * p + windowed)  # fp32 softmax + its 16-bit cast per layer
         return (t.num_layers * p * per_patch + p * eager) * t.passes_per_image
     per_patch = b * t.hidden_size if ckpt else 8 * b * t.hidden_size + 2 * b * t.intermediate_size + 4 * t.num_heads
-    if not ckpt:
+    if not ckpt and (t.attention != "native" or scn.train.attention is Attention.EAGER):
         per_patch += 6 * t.num_heads * p  # eager attention probabilities
     return t.num_layers * p * per_patch * t.passes_per_image
 
@@ -127,6 +127,11 @@ def _connector_bytes(c: ConnectorSpec, scn: Scenario, b: int) -> int:
         query_tokens = model.image_tokens
         return positions * per_position + query_tokens * b * 4 * width
     tokens = model.image_tokens
+    if c.kind == "anyres_mlp":
+        # modeling_llava_next.py get_image_features: the projector maps every tower position of the base view and
+        # the tiles; pack_image_features unpads and adds the newlines afterwards
+        vis_tower = model.tower("vision")
+        tokens = vis_tower.output_positions_per_image if vis_tower else tokens
     per_token = sum(b * lin.d_in for lin in c.linears) + sum(b * lin.d_out for lin in c.linears[:-1])
     if c.kind == "merger":
         # Qwen-VL PatchMerger (modeling_qwen2_vl.py / modeling_qwen2_5_vl.py): ln_q over each tower position,
@@ -141,6 +146,16 @@ def _connector_bytes(c: ConnectorSpec, scn: Scenario, b: int) -> int:
             per_token += 4 * wide + 4 * c.group + b * wide
         else:
             per_token += 8 * c.group + (4 * wide if autocast_on(scn) else 0)
+    elif c.kind == "gemma3_pool":
+        # modeling_gemma3.py Gemma3MultiModalProjector: avg_pool over the tower output (recorded only when the
+        # tower trains: it saves the tower output, counted with the tower), then Gemma3RMSNorm in fp32, whose
+        # trainable weight makes ``normed * (1 + weight)`` save the fp32 normalised tensor (and, when the tower
+        # trains, pow/rsqrt/mul save the fp32 input copy and the rsqrt), then torch.matmul saves its 16-bit input
+        # (the generic ``b * d_in`` above)
+        wide = c.linears[0].d_in
+        per_token += 4 * wide
+        if scn.trains(Part.VISION):
+            per_token += 4 * wide + 4
     return tokens * per_token
 
 
@@ -149,6 +164,8 @@ def _merger_keeps_tower_output(model: ModelSpec, scn: Scenario) -> bool:
     whose norm saves an fp32 copy instead (RMSNorm always, LayerNorm under autocast)."""
     for c in model.connectors:
         if c.kind == "merger" and (c.norm == "rmsnorm" or autocast_on(scn)):
+            return False
+        if c.kind == "gemma3_pool":  # avg_pool of a frozen output is not recorded; the pooled rows are counted
             return False
     return True
 
