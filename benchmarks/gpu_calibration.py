@@ -205,7 +205,8 @@ def validate(runs: list[Run], gpu: str = TARGET_GPU) -> int:
     """--list: estimate every run, build every config on the meta device, compare parameter counts."""
     import torch
 
-    from vramplan.monitor.workload import config_dict_for, hf_config
+    from vramplan.monitor.workload import hf_config
+    from vramplan.registry import load_config
 
     problems = 0
     total_s = 25.0  # imports and CUDA start
@@ -223,7 +224,7 @@ def validate(runs: list[Run], gpu: str = TARGET_GPU) -> int:
             if ref not in seen:
                 import transformers
 
-                cfg = hf_config(config_dict_for(ref))
+                cfg = hf_config(load_config(ref))
                 auto = (transformers.AutoModelForImageTextToText if hasattr(cfg, "vision_config")
                         else transformers.AutoModelForCausalLM)
                 with torch.device("meta"):
@@ -410,7 +411,8 @@ def execute(run: Run, gpu_id: str, env: dict[str, Any], steps: int, *, device: s
 
     from vramplan.adapters.scenario_file import scenario_from_dict
     from vramplan.monitor import CudaSource, MemoryMonitor, is_oom
-    from vramplan.monitor.workload import build_workload, config_dict_for
+    from vramplan.monitor.workload import build_workload
+    from vramplan.registry import load_config
 
     cuda = torch.device(device).type == "cuda"
     scenario = run.scenario(gpu_id)
@@ -430,7 +432,7 @@ def execute(run: Run, gpu_id: str, env: dict[str, Any], steps: int, *, device: s
     try:
         with time_limit(seconds):
             data = _scenario_for_estimate(run, gpu_id)
-            config = config_dict_for(_resolve_model(run.model))
+            config = load_config(_resolve_model(run.model))
             if rehearsal is not None:
                 data, config = rehearsal.scenario(data), rehearsal.config(config)
             scn = scenario_from_dict(data)

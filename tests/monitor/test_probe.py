@@ -173,11 +173,12 @@ def test_shrink_config_keeps_the_architecture_and_valid_token_ids() -> None:
     transformers = pytest.importorskip("transformers")
     import torch
 
-    from vramplan.monitor.workload import config_dict_for, hf_config, shrink_config
+    from vramplan.monitor.workload import hf_config, shrink_config
+    from vramplan.registry import load_config
 
     root = Path(__file__).resolve().parents[2] / "benchmarks" / "calibration_configs"
     for ref in [*sorted(str(p) for p in root.glob("*.json")), "llama-3.1-8b"]:
-        original = config_dict_for(ref)
+        original = load_config(ref)
         small = shrink_config(original)
         assert small["model_type"] == original["model_type"]
         cfg = hf_config(small)

@@ -33,9 +33,7 @@ def verify_plans(result: Any, model_ref: str, top: int) -> list[VerifiedPlan]:
     if top < 1:
         raise VramplanError(f"--verify={top}: give the number of plans to trace (1 or more)")
     require_torch()
-    from ..adapters.hf_vlm import with_image_size
-
-    config = with_image_size(load_config(model_ref), result.start.train.image_size)
+    config = load_config(model_ref, image_size=result.start.train.image_size)
     rows = []
     for rank, plan in enumerate(result.plans[:top], start=1):
         t = plan.scenario.train

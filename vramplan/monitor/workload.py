@@ -1,12 +1,12 @@
 """A real training workload built from a scenario: model from its config (random weights), synthetic batches.
 
-Owns ``config_dict_for`` (a model reference -> the raw ``config.json`` dict: preset, path, Hub id),
-``build_workload`` (transformers ``from_config`` in the scenario's dtype on the target device;
+Owns ``build_workload`` (transformers ``from_config`` in the scenario's dtype on the target device;
 full / freeze / LoRA (peft) / QLoRA (bitsandbytes 4-bit); gradient checkpointing; the engine:
 single, DDP, FSDP (1), FSDP2 ``fully_shard`` or DeepSpeed ZeRO) and ``Workload.step`` (one
 forward + backward + optimizer step on a synthetic batch of ``micro_batch x seq_len`` tokens, with
 images for LLaVA-style VLMs). Used by ``vramplan probe`` and ``benchmarks/gpu_calibration.py``;
-runs on the CPU too (tests use a tiny config), where nothing can run out of memory.
+runs on the CPU too (tests use a tiny config), where nothing can run out of memory. The config dict comes
+from ``vramplan.registry.load_config``.
 
 Imports torch and transformers at module level: import this module only where they are needed.
 """
@@ -14,9 +14,7 @@ Imports torch and transformers at module level: import this module only where th
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
@@ -26,22 +24,6 @@ from ..core.scenario import Engine, GradCkpt, Method, Optimizer, Precision, Scen
 
 VISION_NAMES = ("vision_tower", "visual", "vision_model", "image_encoder")
 PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "merger", "connector")
-
-
-def config_dict_for(model_ref: str) -> dict[str, Any]:
-    """The raw ``config.json`` dict of a preset, a local path (file or folder) or a Hub id."""
-    from ..registry import presets
-    from ..registry._data import read_json
-
-    pid = presets.resolve_preset_id(model_ref)
-    if pid is not None:
-        return dict(read_json("models", str(presets._index()[pid]["file"])))
-    path = Path(os.path.expanduser(model_ref))
-    if path.exists() or model_ref.endswith(".json"):
-        return presets._read_config_file(path)
-    if presets._HUB_ID.match(model_ref):
-        return presets._download_config(model_ref)
-    raise presets._unknown_preset(model_ref)
 
 
 _TEXT_SHRINK = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "vocab_size": 512,

@@ -184,17 +184,24 @@ def _hub_unreachable() -> str | None:
     return None
 
 
-def load_config(ref: str) -> dict[str, Any]:
+def load_config(ref: str, *, image_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """The Hugging Face ``config.json`` dict behind a model reference (preset, local path or Hub id), resolved
-    as ``load_model`` resolves it. The tracer builds the real model from it."""
+    as ``load_model`` resolves it; the tracer and the probe build the real model from it. ``image_size`` (the
+    scenario's ``train.image_size``) is folded in for a dynamic-resolution vision tower
+    (``adapters.hf_vlm.with_image_size``)."""
+    from ..adapters.hf_vlm import with_image_size
+
     if resolve_preset_id(ref) is not None:
-        return dict(read_json("models", str(_index()[preset_info(ref).id]["file"])))
-    path = Path(os.path.expanduser(ref))
-    if path.exists() or ref.endswith(".json"):
-        return _read_config_file(path)
-    if _HUB_ID.match(ref):
-        return _download_config(ref)
-    raise _unknown_preset(ref)
+        config = dict(read_json("models", str(_index()[preset_info(ref).id]["file"])))
+    else:
+        path = Path(os.path.expanduser(ref))
+        if path.exists() or ref.endswith(".json"):
+            config = _read_config_file(path)
+        elif _HUB_ID.match(ref):
+            config = _download_config(ref)
+        else:
+            raise _unknown_preset(ref)
+    return with_image_size(config, image_size)
 
 
 def load_model(ref: str, *, image_size: tuple[int, int] | None = None) -> ModelSpec:
@@ -204,19 +211,15 @@ def load_model(ref: str, *, image_size: tuple[int, int] | None = None) -> ModelS
     ``image_size`` (the scenario's ``train.image_size``) sizes a dynamic-resolution vision tower.
     """
     from ..adapters.hf_config import model_from_config
-    from ..adapters.hf_vlm import with_image_size
 
+    if resolve_preset_id(ref) is not None and image_size is None:
+        return load_preset(ref)
+    config = load_config(ref, image_size=image_size)
     if resolve_preset_id(ref) is not None:
-        if image_size is None:
-            return load_preset(ref)
         info = preset_info(ref)
-        return model_from_config(with_image_size(load_config(ref), image_size), name=info.id, source=info.source)
+        return model_from_config(config, name=info.id, source=info.source)
     path = Path(os.path.expanduser(ref))
     if path.exists() or ref.endswith(".json"):
-        config = with_image_size(_read_config_file(path), image_size)
         label = path.parent.name if path.name == "config.json" else path.stem if path.is_file() else path.name
         return model_from_config(config, name=label or "custom", source=str(path))
-    if _HUB_ID.match(ref):
-        config = with_image_size(_download_config(ref), image_size)
-        return model_from_config(config, name=ref, source=f"https://huggingface.co/{ref}")
-    raise _unknown_preset(ref)
+    return model_from_config(config, name=ref, source=f"https://huggingface.co/{ref}")

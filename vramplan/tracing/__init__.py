@@ -38,11 +38,9 @@ def _scenario_and_config(data: Mapping[str, Any]) -> tuple[Scenario, dict[str, A
     from ..adapters.scenario_file import scenario_from_dict
     from ..registry import load_config
 
-    from ..adapters.hf_vlm import with_image_size
-
     scn = scenario_from_dict(data)
     ref = str(data["model"])
-    return scn, with_image_size(load_config(ref), scn.train.image_size), ref
+    return scn, load_config(ref, image_size=scn.train.image_size), ref
 
 
 def trace_estimate_from_dict(data: Mapping[str, Any]) -> Estimate:

@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
                             "make hardware.gpus_per_node x nodes match the launch")
     from ...monitor.probe import probe_report, render_probe
     from ...monitor.probe_torch import run_probe
-    from ...monitor.workload import config_dict_for
+    from ...registry import load_config
 
-    config = config_dict_for(model_ref)
+    config = load_config(model_ref, image_size=scenario.train.image_size)
     quiet = args.json
 
     def log(msg: str) -> None:
